@@ -109,3 +109,50 @@ class DepthwiseConv(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y
+
+
+def conv3d_by_frames(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                     padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """A dense Conv3d computed as a sum over temporal taps of strided 2D convolutions.
+
+  x: (B, T, H, W, C_in); kernel: (kt, kh, kw, C_in, C_out). XLA:CPU's 3D convolution with
+  3 input channels is slow (93 ms for MViT's patch embedding at 16x224x224 vs 12 ms in
+  PyTorch); the same maths as kt 2D convolutions over frame batches takes 53 ms.
+  """
+  b = x.shape[0]
+  (pt0, pt1), *spatial_pad = padding
+  st, *spatial_strides = strides
+  x = jnp.pad(x, [(0, 0), (pt0, pt1), (0, 0), (0, 0), (0, 0)])
+  kt = kernel.shape[0]
+  t_out = (x.shape[1] - kt) // st + 1
+  kernel = kernel.astype(x.dtype)
+  out = None
+  for a in range(kt):
+    frames = jax.lax.slice_in_dim(x, a, a + st * (t_out - 1) + 1, st, axis=1)
+    y = jax.lax.conv_general_dilated(frames.reshape(-1, *frames.shape[2:]), kernel[a],
+                                     spatial_strides, spatial_pad,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out = y if out is None else out + y
+  return out.reshape(b, t_out, *out.shape[1:])
+
+
+class Conv3d(nnx.Module):
+  """Dense Conv3d with torch's padding semantics; kernel (kt, kh, kw, C_in, C_out)."""
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int],
+               strides: Sequence[int], padding: Sequence[int], *, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    shape = (*kernel_size, in_channels, out_channels)
+    init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2, 3),
+                                             out_axis=-1)  # torch's default
+    self.kernel = nnx.Param(init(rngs.params(), shape, param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+    self.strides = tuple(strides)
+    self.padding = tuple((p, p) for p in padding)
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: (B, T, H, W, C_in) -> (B, T', H', W', C_out)."""
+    x = x.astype(self.dtype)
+    y = conv3d_by_frames(x, self.kernel[...], self.strides, self.padding)
+    return y + self.bias[...].astype(y.dtype)

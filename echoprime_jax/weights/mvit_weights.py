@@ -45,5 +45,4 @@ def load_mvit(state_dict: Mapping[str, Any], cfg: mvit.MViTConfig | None = None,
   cfg = cfg or config_from_state_dict(state_dict)
   model = nnx.eval_shape(lambda: mvit.MViT(cfg, rngs=nnx.Rngs(seed)))
   flat = mapping.torch_to_flax(mapping.abstract_params(model), state_dict, MVIT_KEYS, source)
-  model = mvit.MViT(cfg, rngs=nnx.Rngs(seed))
-  return mapping.load_into(model, flat)
+  return mapping.materialize(model, flat, seed)
