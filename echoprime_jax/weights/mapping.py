@@ -89,6 +89,11 @@ def torch_array_to_flax(path: Path, array: np.ndarray) -> np.ndarray:
   return array
 
 
+def flat_params(model: nnx.Module) -> dict[Path, jax.Array]:
+  """Flat {path: array} of a model's `nnx.Param`s."""
+  return traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
 def abstract_params(model: nnx.Module) -> dict[Path, jax.ShapeDtypeStruct]:
   """Flat {path: shape/dtype} of a model's `nnx.Param`s (the model may be abstract)."""
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
