@@ -181,11 +181,13 @@ def resize_table(table: jax.Array, length: int) -> jax.Array:
   n = table.shape[0]
   if n == length:
     return table
-  scale = n / length
-  src = np.maximum((np.arange(length, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+  # float32 index arithmetic, as torch's CPU kernel does
+  scale = np.float32(n / length)
+  src = np.maximum((np.arange(length, dtype=np.float32) + np.float32(0.5)) * scale
+                   - np.float32(0.5), np.float32(0.0))
   lo = np.floor(src).astype(np.int64)
   hi = np.minimum(lo + 1, n - 1)
-  frac = jnp.asarray((src - lo)[:, None], table.dtype)
+  frac = jnp.asarray((src - lo.astype(np.float32))[:, None], table.dtype)
   return table[lo] * (1 - frac) + table[hi] * frac
 
 
