@@ -4,7 +4,8 @@
 view classifier is `convnext_base` with an 11-way head, fed frame 0 of each normalised clip.
 
 The 7x7 depthwise convolutions use `layers.depthwise_conv` (strided slices), not XLA:CPU's
-grouped convolution, for the same reason as MViT's pooling (see that function).
+grouped convolution, for the same reason as MViT's pooling (see that function); the stem and
+downsampling convolutions (stride == kernel) are reshape + matmul (`layers.PatchConv`).
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ class Stage(nnx.Module):
     downsample = in_dim != dim
     self.down_norm = (layers.layer_norm(in_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt,
                                         rngs=rngs) if downsample else None)
-    self.down_conv = (nnx.Conv(in_dim, dim, (2, 2), (2, 2), padding="VALID", dtype=dt,
-                               param_dtype=pdt, rngs=rngs) if downsample else None)
+    self.down_conv = (layers.PatchConv(in_dim, dim, 2, dtype=dt, param_dtype=pdt, rngs=rngs)
+                      if downsample else None)
     self.blocks = nnx.List([Block(dim, r, cfg, rngs=rngs) for r in drop_rates])
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -112,8 +113,7 @@ class ConvNeXt(nnx.Module):
     self.config = cfg
     dt, pdt = cfg.dtype, cfg.param_dtype
     self.dtype = jnp.dtype(dt)
-    self.stem_conv = nnx.Conv(3, cfg.dims[0], (4, 4), (4, 4), padding="VALID", dtype=dt,
-                              param_dtype=pdt, rngs=rngs)
+    self.stem_conv = layers.PatchConv(3, cfg.dims[0], 4, dtype=dt, param_dtype=pdt, rngs=rngs)
     self.stem_norm = layers.layer_norm(cfg.dims[0], eps=cfg.norm_eps, dtype=dt, param_dtype=pdt,
                                        rngs=rngs)
     total = sum(cfg.depths)

@@ -156,3 +156,33 @@ class Conv3d(nnx.Module):
     x = x.astype(self.dtype)
     y = conv3d_by_frames(x, self.kernel[...], self.strides, self.padding)
     return y + self.bias[...].astype(y.dtype)
+
+
+class PatchConv(nnx.Module):
+  """Conv2d with stride == kernel and no padding (ConvNeXt's stem and downsampling layers).
+
+  Non-overlapping patches make it an exact reshape + one matmul, which XLA:CPU runs at GEMM
+  speed; its generic convolution is several times slower for these shapes. Rows/columns
+  beyond a whole patch are dropped, as torch's VALID convolution does.
+  kernel: (k, k, C_in, C_out), torch `Conv2d(C_in, C_out, k, stride=k)`.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, patch: int, *, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2),
+                                             out_axis=-1)  # torch's default
+    self.kernel = nnx.Param(init(rngs.params(), (patch, patch, in_channels, out_channels),
+                                 param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype))
+    self.patch = patch
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: (B, H, W, C_in) -> (B, H // k, W // k, C_out)."""
+    k = self.patch
+    b, h, w, c = x.shape
+    x = x[:, :h // k * k, :w // k * k].astype(self.dtype)
+    x = x.reshape(b, h // k, k, w // k, k, c).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, h // k, w // k, k * k * c)
+    kernel = self.kernel[...].astype(x.dtype).reshape(k * k * c, -1)
+    return x @ kernel + self.bias[...].astype(x.dtype)
