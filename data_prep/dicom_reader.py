@@ -1,0 +1,261 @@
+"""Read one ultrasound DICOM file: header facts, frame timing, and RGB frames in bounded memory.
+
+The same function serves data prep (whole archives) and `interpret` (one study), so every
+frame any part of the system sees went through one colour path.
+
+Colour, exactly once: pixels are decoded by pydicom (>= 3) with `as_rgb=True`, which returns
+RGB for every YCbCr interpretation: YBR_FULL / YBR_FULL_422 (converted by pydicom, or by the
+JPEG decoder itself for JPEG data; pydicom knows which) and YBR_RCT / YBR_ICT (inverted by the
+JPEG 2000 decoder). We never convert YBR ourselves: a second conversion is EchoPrime's "green
+tint". PALETTE COLOR goes through its LUT; MONOCHROME1 is inverted; grayscale stays one channel
+until `to_rgb`.
+
+Frame timing, first match wins (documented order):
+  1. FrameTime (0018,1063), ms per frame
+  2. FrameTimeVector (0018,1065), mean of the per-frame increments (first entry is 0)
+  3. CineRate (0018,0040), frames/s
+  4. RecommendedDisplayFrameRate (0008,2144), frames/s
+  5. the caller's fallback (`fallback_fps`), recorded as such.
+
+Bounded memory: frames come one at a time from `pydicom.pixels.iter_pixels` on the file path,
+which reads one frame's bytes (or one encapsulated frame's fragments) per step, so a
+1,000-frame 1024x768 clip never has to exist decoded in RAM at once. (Deflated files are the
+exception: they are inflated in memory first.)
+
+This module reads PHI-bearing headers; it returns them only inside `DicomInfo.identifiers`,
+which data prep hashes before anything is written. NumPy/pydicom only, no JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+import pydicom
+from pydicom import pixels
+from pydicom.errors import InvalidDicomError
+
+# SOP classes that hold ultrasound images.
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+US_SOP_CLASSES = {US_MULTIFRAME, US_IMAGE,
+                  "1.2.840.10008.5.1.4.1.1.3",  # retired US Multi-frame
+                  "1.2.840.10008.5.1.4.1.1.6"}  # retired US Image
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+GRAY = ("MONOCHROME1", "MONOCHROME2")
+SUPPORTED_PHOTOMETRIC = GRAY + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT",
+                                "PALETTE COLOR")
+
+
+class DicomReadError(ValueError):
+  """A file that cannot be used; the message names the file and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+  """One entry of SequenceOfUltrasoundRegions, in pixel coordinates (x1, y1 inclusive)."""
+  x0: int
+  y0: int
+  x1: int
+  y1: int
+  spatial_format: int  # 1 = 2D, 2 = M-mode, 3 = spectral, 4 = waveform, ...
+  data_type: int  # 1 = tissue, 2 = colour flow, 3 = PW Doppler, ...
+
+  @property
+  def area(self) -> int:
+    return max(self.x1 - self.x0 + 1, 0) * max(self.y1 - self.y0 + 1, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DicomInfo:
+  """What the header says; no pixel data. `identifiers` is PHI: hash it, never write it."""
+  path: str
+  sop_class_uid: str
+  modality: str
+  photometric: str
+  transfer_syntax: str
+  rows: int
+  columns: int
+  num_frames: int
+  samples_per_pixel: int
+  bits_allocated: int
+  bits_stored: int
+  fps: float
+  fps_source: str
+  regions: tuple[Region, ...]
+  identifiers: dict[str, str]
+
+  @property
+  def is_ultrasound(self) -> bool:
+    return self.sop_class_uid in US_SOP_CLASSES or self.modality == "US"
+
+  @property
+  def is_clip(self) -> bool:
+    return self.num_frames > 1
+
+  @property
+  def is_color(self) -> bool:
+    return self.photometric not in GRAY
+
+  @property
+  def duration_s(self) -> float:
+    return self.num_frames / self.fps if self.fps > 0 else float("nan")
+
+  def tissue_region(self) -> Region | None:
+    """The 2D tissue region (largest if several); else the largest 2D region; else None."""
+    two_d = [r for r in self.regions if r.spatial_format == 1]
+    tissue = [r for r in two_d if r.data_type == 1] or two_d
+    return max(tissue, key=lambda r: r.area) if tissue else None
+
+
+def read_info(path: str, fallback_fps: float = 30.0) -> DicomInfo:
+  """Parses the header (pixel data not read). Raises DicomReadError naming file and reason."""
+  if not os.path.isfile(path):
+    raise DicomReadError(f"{path}: no such file")
+  try:
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+  except InvalidDicomError as e:
+    raise DicomReadError(f"{path}: not a DICOM file ({e})") from e
+  except Exception as e:  # truncated or corrupt headers raise many exception types
+    raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {e})") from e
+  meta = getattr(ds, "file_meta", None)
+  ts = str(getattr(meta, "TransferSyntaxUID", "")) if meta is not None else ""
+  fps, source = frame_rate(ds, fallback_fps)
+  try:
+    num_frames = int(ds.get("NumberOfFrames", 1) or 1)
+  except (TypeError, ValueError) as e:
+    raise DicomReadError(f"{path}: invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from e
+  return DicomInfo(
+      path=path,
+      sop_class_uid=str(ds.get("SOPClassUID", "")),
+      modality=str(ds.get("Modality", "")),
+      photometric=str(ds.get("PhotometricInterpretation", "")).strip(),
+      transfer_syntax=ts,
+      rows=int(ds.get("Rows", 0) or 0),
+      columns=int(ds.get("Columns", 0) or 0),
+      num_frames=num_frames,
+      samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
+      bits_allocated=int(ds.get("BitsAllocated", 8) or 8),
+      bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8),
+      fps=fps,
+      fps_source=source,
+      regions=_regions(ds),
+      identifiers={k: str(ds.get(k, "")) for k in
+                   ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                    "AccessionNumber")},
+  )
+
+
+def frame_rate(ds: pydicom.Dataset, fallback_fps: float) -> tuple[float, str]:
+  """(frames per second, which attribute it came from); see the module docstring's order."""
+  def positive(value) -> float | None:
+    try:
+      v = float(value)
+    except (TypeError, ValueError):
+      return None
+    return v if np.isfinite(v) and v > 0 else None
+
+  if (ft := positive(ds.get("FrameTime"))) is not None:
+    return 1000.0 / ft, "FrameTime"
+  vector = ds.get("FrameTimeVector")
+  if vector is not None:
+    try:
+      steps = [float(v) for v in (vector if isinstance(vector, (list, tuple)) or
+                                  hasattr(vector, "__iter__") else [vector])][1:]
+    except (TypeError, ValueError):
+      steps = []
+    steps = [s for s in steps if s > 0]
+    if steps:
+      return 1000.0 / float(np.mean(steps)), "FrameTimeVector"
+  for key in ("CineRate", "RecommendedDisplayFrameRate"):
+    if (rate := positive(ds.get(key))) is not None:
+      return rate, key
+  return float(fallback_fps), "fallback"
+
+
+def _regions(ds: pydicom.Dataset) -> tuple[Region, ...]:
+  out = []
+  for item in ds.get("SequenceOfUltrasoundRegions", []) or []:
+    try:
+      out.append(Region(int(item.RegionLocationMinX0), int(item.RegionLocationMinY0),
+                        int(item.RegionLocationMaxX1), int(item.RegionLocationMaxY1),
+                        int(item.get("RegionSpatialFormat", 0)),
+                        int(item.get("RegionDataType", 0))))
+    except (AttributeError, TypeError, ValueError):
+      continue  # an incomplete region entry is ignored, not fatal
+  return tuple(out)
+
+
+def iter_frames(info: DicomInfo, max_frames: int | None = None) -> Iterator[np.ndarray]:
+  """Decoded frames, one at a time: (H, W) uint8 for grayscale, (H, W, 3) uint8 RGB otherwise.
+
+  Raises DicomReadError (naming the file) if the pixel data cannot be decoded.
+  """
+  if info.photometric not in SUPPORTED_PHOTOMETRIC:
+    raise DicomReadError(f"{info.path}: unsupported PhotometricInterpretation "
+                         f"{info.photometric!r}")
+  count = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+  palette_ds = pydicom.dcmread(info.path, stop_before_pixels=True) \
+      if info.photometric == "PALETTE COLOR" else None
+  try:
+    # Deflated files cannot be read frame by frame from disk: the whole dataset is inflated in
+    # memory first (rare in echo archives; every other syntax streams from the file).
+    src = pydicom.dcmread(info.path) if info.transfer_syntax == DEFLATED else info.path
+    frames = pixels.iter_pixels(src, indices=range(count), as_rgb=True)
+    produced = 0
+    for frame in frames:
+      yield _to_uint8(frame, info, palette_ds)
+      produced += 1
+  except DicomReadError:
+    raise
+  except Exception as e:  # decoder errors come in many types; the caller records the reason
+    raise DicomReadError(f"{info.path}: cannot decode pixel data "
+                         f"({type(e).__name__}: {e})") from e
+  if produced < count:
+    raise DicomReadError(f"{info.path}: pixel data holds {produced} frames, header says "
+                         f"{info.num_frames}")
+
+
+def _to_uint8(frame: np.ndarray, info: DicomInfo, palette_ds) -> np.ndarray:
+  if info.photometric == "PALETTE COLOR":
+    frame = pixels.apply_color_lut(frame, palette_ds)
+    if frame.dtype != np.uint8:  # 16-bit LUT entries -> 8 bits
+      frame = (frame >> 8).astype(np.uint8) if frame.max() > 255 else frame.astype(np.uint8)
+    return frame
+  if frame.dtype != np.uint8 or info.bits_stored > 8:
+    frame = _window_to_uint8(frame, info.bits_stored)
+  if info.photometric == "MONOCHROME1":
+    frame = 255 - frame
+  return frame
+
+
+def _window_to_uint8(frame: np.ndarray, bits_stored: int) -> np.ndarray:
+  """Maps the stored value range [0, 2^bits - 1] (or the signed equivalent) to [0, 255].
+
+  A fixed mapping from the header, not per-frame min/max, so brightness does not flicker
+  between frames of one clip.
+  """
+  frame = frame.astype(np.float32)
+  if frame.min() < 0:  # signed storage
+    lo, hi = -(2.0 ** (bits_stored - 1)), 2.0 ** (bits_stored - 1) - 1
+  else:
+    lo, hi = 0.0, 2.0 ** bits_stored - 1
+  return np.clip(np.round((frame - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def to_rgb(frame: np.ndarray) -> np.ndarray:
+  """(H, W) or (H, W, 3) uint8 -> (H, W, 3) uint8 (grayscale replicated)."""
+  return np.repeat(frame[..., None], 3, axis=-1) if frame.ndim == 2 else frame
+
+
+def read_video(path: str, max_frames: int | None = None, fallback_fps: float = 30.0
+               ) -> tuple[DicomInfo, np.ndarray]:
+  """Convenience for small files and tests: header + all frames as (T, H, W, 3) uint8 RGB."""
+  info = read_info(path, fallback_fps)
+  frames = [to_rgb(f) for f in iter_frames(info, max_frames)]
+  if not frames:
+    raise DicomReadError(f"{path}: no frames")
+  return info, np.stack(frames)
