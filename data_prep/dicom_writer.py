@@ -40,6 +40,7 @@ def us_dataset(frames: np.ndarray, *, fps: float | None = 30.0,
                regions: Sequence[tuple[int, int, int, int]] = (),
                patient_name: str = "Anonymous", patient_id: str = "0",
                study_uid: str | None = None, series_uid: str | None = None,
+               sop_uid: str | None = None,
                study_date: str = "20000101", accession: str = "", manufacturer: str = "echoprime-jax",
                still: bool = False) -> Dataset:
   """Header of an ultrasound image (multi-frame unless `still`), without pixel data yet."""
@@ -48,7 +49,7 @@ def us_dataset(frames: np.ndarray, *, fps: float | None = 30.0,
   sop_class = US_IMAGE if still else US_MULTIFRAME
   ds.file_meta.MediaStorageSOPClassUID = sop_class
   ds.SOPClassUID = sop_class
-  ds.SOPInstanceUID = generate_uid()
+  ds.SOPInstanceUID = sop_uid or generate_uid()
   ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
   ds.Modality = "US"
   ds.Manufacturer = manufacturer

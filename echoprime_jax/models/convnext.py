@@ -17,12 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from data_prep.views import COARSE_VIEWS  # the taxonomy lives with the data (no JAX there)
 from echoprime_jax.models import layers
-
-# The 11 coarse views of EchoPrime's released classifier, in its output order.
-COARSE_VIEWS = ("A2C", "A3C", "A4C", "A5C", "Apical_Doppler", "Doppler_Parasternal_Long",
-                "Doppler_Parasternal_Short", "Parasternal_Long", "Parasternal_Short", "SSN",
-                "Subcostal")
 
 
 @dataclasses.dataclass(frozen=True)

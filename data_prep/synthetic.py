@@ -1,0 +1,266 @@
+"""Synthetic echo studies as real DICOM files plus reports: the archive every stage can run on.
+
+  python -m data_prep.synthetic --out DIR --studies N --seed S
+
+Each study (one synthetic patient) has several multi-frame ultrasound clips across the 11
+coarse views, sometimes a still, a free-text report, and ground truth:
+
+* every view has its own geometry (sector apex, width, depth) and its own chamber layout, so
+  views are learnable from pixels;
+* a beating left ventricle whose cavity volume follows the study's ejection fraction
+  (radius ~ volume^(1/3) between end-diastole and end-systole);
+* findings that are visible *and* written in the report: pericardial effusion (a dark ring
+  around the LV whose width grows with severity), left-atrial dilation (LA scaled by
+  severity), colour-flow jets in the Doppler views;
+* multiplicative speckle that decorrelates over time; burned-in header text with the
+  (synthetic) patient's name and date, and an ECG trace, outside the sector;
+* encodings mixed as in real archives: JPEG baseline YBR_FULL_422, RLE, uncompressed RGB and
+  MONOCHROME2 (`data_prep.dicom_writer`), SequenceOfUltrasoundRegions and FrameTime set.
+
+Files: DIR/dicom/<study>/<n>.dcm, DIR/reports.csv (StudyInstanceUID, report),
+DIR/ground_truth.csv (per study: LVEF, findings with severity) and DIR/videos.csv (per file:
+view, encoding, frames, fps). Deterministic for a seed. Patient names and IDs are synthetic
+but shaped like real PHI, so de-identification can be tested on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import sys
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from data_prep import dicom_writer, reports
+from data_prep.views import COARSE_VIEWS, DOPPLER_VIEWS
+
+SEVERITIES = ("none", "mild", "moderate", "severe")
+FINDINGS = ("pericardial_effusion", "left_atrium_dilation")
+
+# Per view: sector (apex x as a fraction of width, apex y, half-angle rad, depth as a fraction
+# of height) and chambers as (name, centre-x, centre-y in sector-relative units [-1, 1] x [0, 1],
+# radius-x, radius-y).
+_VIEW_LAYOUT = {
+    "A4C": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.25, 0.35, 0.20, 0.22), ("RV", 0.25, 0.35, 0.16, 0.20),
+                                        ("LA", -0.25, 0.75, 0.17, 0.12), ("RA", 0.25, 0.75, 0.15, 0.12)]),
+    "A2C": ((0.50, 0.04, 0.62, 0.92), [("LV", 0.0, 0.38, 0.22, 0.24), ("LA", 0.0, 0.78, 0.20, 0.12)]),
+    "A3C": ((0.50, 0.04, 0.65, 0.92), [("LV", -0.10, 0.38, 0.22, 0.24), ("LA", -0.15, 0.78, 0.17, 0.12),
+                                        ("AO", 0.25, 0.70, 0.08, 0.16)]),
+    "A5C": ((0.50, 0.04, 0.72, 0.92), [("LV", -0.25, 0.35, 0.20, 0.22), ("RV", 0.25, 0.35, 0.16, 0.20),
+                                        ("AO", 0.0, 0.62, 0.07, 0.10), ("LA", -0.2, 0.80, 0.15, 0.10)]),
+    "Apical_Doppler": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.2, 0.4, 0.2, 0.22), ("LA", -0.2, 0.78, 0.15, 0.11)]),
+    "Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.30, 0.55, 0.35, 0.14), ("RV", -0.10, 0.22, 0.45, 0.07),
+                                                    ("LA", 0.45, 0.60, 0.15, 0.14), ("AO", 0.30, 0.35, 0.20, 0.07)]),
+    "Doppler_Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.30, 0.55, 0.35, 0.14),
+                                                            ("LA", 0.45, 0.60, 0.15, 0.14)]),
+    "Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("LV", 0.0, 0.55, 0.25, 0.25), ("RV", -0.35, 0.30, 0.25, 0.10)]),
+    "Doppler_Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("AO", 0.0, 0.5, 0.12, 0.12), ("RA", -0.35, 0.45, 0.15, 0.15),
+                                                             ("PA", 0.35, 0.35, 0.12, 0.20)]),
+    "SSN": ((0.50, 0.03, 0.50, 0.90), [("AO", 0.0, 0.45, 0.60, 0.12), ("PA", 0.0, 0.72, 0.12, 0.10)]),
+    "Subcostal": ((0.30, 0.05, 0.60, 0.90), [("LV", 0.2, 0.55, 0.20, 0.18), ("RV", -0.05, 0.40, 0.25, 0.14),
+                                             ("LA", 0.35, 0.80, 0.14, 0.10), ("RA", 0.0, 0.78, 0.16, 0.10)]),
+}
+_FIRST_NAMES = ("ANNA", "JOHN", "MARIA", "WEI", "FATIMA", "OLIVER", "PRIYA", "CARLOS")
+_LAST_NAMES = ("SMITH", "GARCIA", "NGUYEN", "MULLER", "OKAFOR", "KOWALSKI", "TANAKA", "SILVA")
+
+
+@dataclasses.dataclass
+class Study:
+  """Ground truth of one synthetic study."""
+  index: int
+  patient_name: str
+  patient_id: str
+  study_uid: str
+  study_date: str
+  lvef: float
+  findings: dict[str, str]
+  views: list[str]
+
+
+def make_study(rng: np.random.Generator, index: int, max_videos: int = 6) -> Study:
+  lvef = float(np.clip(rng.normal(55, 12), 15, 75))
+  findings = {f: SEVERITIES[int(rng.choice(4, p=[0.55, 0.2, 0.15, 0.1]))] for f in FINDINGS}
+  n = int(rng.integers(3, max_videos + 1))
+  views = list(rng.choice(COARSE_VIEWS, size=n, replace=False))
+  name = f"{rng.choice(_LAST_NAMES)}^{rng.choice(_FIRST_NAMES)}"
+  study_uid = f"2.25.{index + 1}{int(rng.integers(10**12, 10**13))}"  # deterministic per seed
+  return Study(index, name, f"MRN{rng.integers(10**7, 10**8)}", study_uid,
+               f"20{rng.integers(10, 25):02d}{rng.integers(1, 13):02d}{rng.integers(1, 28):02d}",
+               lvef, findings, views)
+
+
+def report_text(study: Study) -> str:
+  """Free-text report with the EchoPrime section names; states LVEF and the findings."""
+  s = {}
+  lv = "Normal left ventricular size." if study.lvef >= 50 else "Left ventricle is mildly dilated."
+  function = ("normal" if study.lvef >= 53 else "mildly reduced" if study.lvef >= 40 else
+              "moderately reduced" if study.lvef >= 30 else "severely reduced")
+  s["Left Ventricle"] = f"{lv} Systolic function is {function}. Ejection fraction is {study.lvef:.0f}%."
+  s["Right Ventricle"] = "Normal right ventricular size and function."
+  la = study.findings["left_atrium_dilation"]
+  s["Left Atrium"] = "Normal left atrial size." if la == "none" else f"The left atrium is {la}ly dilated."
+  s["Mitral Valve"] = "Structurally normal mitral valve. Trace mitral regurgitation."
+  s["Aortic Valve"] = "Trileaflet aortic valve without stenosis."
+  pe = study.findings["pericardial_effusion"]
+  s["Pericardium"] = "No pericardial effusion." if pe == "none" else f"There is a {pe} pericardial effusion."
+  s["IVC"] = "Normal inferior vena cava size with respiratory variation."
+  return "\n".join(f"{k}: {v}" for k, v in reports.parse_sections(
+      "\n".join(f"{k}: {v}" for k, v in s.items())).items())
+
+
+def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, fps: float,
+                height: int, width: int, color: bool) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+  """(T, H, W, 3) uint8 clip and the sector's bounding box (x0, y0, x1, y1)."""
+  (ax, ay, half, depth), chambers = _VIEW_LAYOUT[view]
+  apex = (ax * width + rng.normal(0, 0.01) * width, ay * height)
+  radius = depth * height
+  yy, xx = np.mgrid[:height, :width].astype(np.float32)
+  dy, dx = yy - apex[1], xx - apex[0]
+  r, ang = np.hypot(dx, dy), np.arctan2(dx, dy)
+  sector = (r < radius) & (np.abs(ang) < half)
+  # sector-relative coordinates: u in [-1, 1] across, v in [0, 1] down
+  u = ang / half
+  v = r / radius
+  ed_to_es = (1 - study.lvef / 100.0) ** (1 / 3)  # radius ratio for the EF's volume ratio
+  la_scale = 1 + 0.18 * SEVERITIES.index(study.findings["left_atrium_dilation"])
+  effusion = 0.035 * SEVERITIES.index(study.findings["pericardial_effusion"])
+  cycle = rng.uniform(0.8, 1.2)  # seconds per beat
+  phase0 = rng.uniform(0, 1)
+  tissue = rng.uniform(0.35, 0.55)
+  persistent = rng.rayleigh(0.6, (height, width)).astype(np.float32)
+  video = np.zeros((frames, height, width, 3), np.uint8)
+  x0, y0 = int(max(np.floor(apex[0] - radius * math.sin(half)), 0)), int(apex[1])
+  box = (x0, y0, int(min(np.ceil(apex[0] + radius * math.sin(half)), width - 1)),
+         int(min(np.ceil(apex[1] + radius), height - 1)))
+  for t in range(frames):
+    phase = (t / fps / cycle + phase0) % 1.0
+    contraction = 0.5 * (1 - math.cos(2 * math.pi * phase))  # 0 at end-diastole, 1 at systole
+    image = np.full((height, width), tissue, np.float32)
+    for name, cu, cv, rx, ry in chambers:
+      scale = 1.0
+      if name == "LV":
+        scale = 1 - (1 - ed_to_es) * contraction
+      elif name == "LA":
+        scale = la_scale * (1 + 0.1 * contraction)
+      d = ((u - cu) / (rx * scale)) ** 2 + ((v - cv) / (ry * scale)) ** 2
+      if name == "LV" and effusion > 0:
+        image[(d >= 1.25) & (d < 1.25 + 12 * effusion)] = 0.04  # fluid: dark ring
+      image[d < 1] = 0.06  # blood: dark
+      if name == "LV":
+        image[(d >= 1) & (d < 1.25)] = tissue + 0.25  # bright myocardium
+    speckle = 0.5 * persistent + 0.5 * rng.rayleigh(0.6, (height, width)).astype(np.float32)
+    gray = np.clip(image * speckle * (1 - 0.35 * v) * 255, 0, 255)
+    frame = np.repeat(gray[..., None], 3, -1)
+    if color and view in DOPPLER_VIEWS:
+      jet = ((u - 0.0) ** 2 / 0.02 + (v - 0.55) ** 2 / 0.03) < 1
+      strength = math.sin(math.pi * phase)
+      frame[jet] = [200 * strength + 40, 40, 255 * (1 - strength) + 40]
+    frame[~sector] = 0
+    video[t] = frame.astype(np.uint8)
+    _burn_in(video[t], study, view, t, fps, cycle, phase0, box)
+  return video, box
+
+
+def _burn_in(frame: np.ndarray, study: Study, view: str, t: int, fps: float, cycle: float,
+             phase0: float, box) -> None:
+  """Header text (PHI!) top-left, view label top-right, ECG trace along the bottom."""
+  h, w = frame.shape[:2]
+  img = Image.fromarray(frame)
+  draw = ImageDraw.Draw(img)
+  draw.text((3, 2), study.patient_name.replace("^", " "), fill=(230, 230, 230))
+  draw.text((3, 12), f"{study.patient_id} {study.study_date}", fill=(230, 230, 230))
+  draw.text((w - 70, 2), view[:10], fill=(200, 200, 120))
+  frame[:] = np.asarray(img)
+  xs = np.arange(w)
+  beat = ((xs / w * 2.0 + phase0) % 1.0)
+  ecg = (h - 12 - 8 * np.exp(-((beat - 0.3) / 0.015) ** 2)).astype(int)
+  frame[np.clip(ecg, 0, h - 1), xs] = (60, 220, 60)
+  cursor = int((t / fps / (2.0 * cycle)) % 1.0 * (w - 1))
+  frame[h - 25:h - 2, cursor] = (255, 255, 0)
+
+
+_ENCODINGS = (("jpeg_baseline", True), ("rle", True), ("explicit_le", True), ("explicit_le", False))
+
+
+def write_archive(out: str, studies: int, seed: int, frames: int = 24, size: tuple[int, int] = (192, 256),
+                  still_fraction: float = 0.25, progress: bool = True) -> list[Study]:
+  """Writes the archive described in the module docstring; returns the ground truth."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(os.path.join(out, "dicom"), exist_ok=True)
+  truth, video_rows = [], []
+  iterator = range(studies)
+  if progress:
+    from tqdm import tqdm
+    iterator = tqdm(iterator, desc="synthetic studies", unit="study")
+  for i in iterator:
+    study = make_study(rng, i)
+    study_dir = os.path.join(out, "dicom", f"study_{i:05d}")
+    os.makedirs(study_dir, exist_ok=True)
+    for k, view in enumerate(study.views):
+      encoding, color = _ENCODINGS[int(rng.integers(len(_ENCODINGS)))]
+      if view in DOPPLER_VIEWS:
+        encoding, color = ("jpeg_baseline" if rng.random() < 0.5 else "rle"), True
+      fps = float(rng.choice([25.0, 30.0, 50.0]))
+      video, box = render_clip(rng, study, view, frames, fps, *size, color=color)
+      data = video if color else np.ascontiguousarray(video[..., 0])
+      path = os.path.join(study_dir, f"{k:02d}.dcm")
+      dicom_writer.write_us_dicom(
+          path, data, encoding, fps=fps, regions=[box], patient_name=study.patient_name,
+          patient_id=study.patient_id, study_uid=study.study_uid,
+          series_uid=f"{study.study_uid}.{k + 1}", sop_uid=f"{study.study_uid}.{k + 1}.1",
+          study_date=study.study_date,
+          accession=f"ACC{study.index:06d}")
+      video_rows.append({"file": os.path.relpath(path, out), "study_index": i, "view": view,
+                         "encoding": encoding, "color": color, "frames": frames, "fps": fps})
+    if rng.random() < still_fraction:
+      view = str(rng.choice(COARSE_VIEWS))
+      video, box = render_clip(rng, study, view, 1, 30.0, *size, color=True)
+      path = os.path.join(study_dir, "still.dcm")
+      dicom_writer.write_us_dicom(path, video, "explicit_le", regions=[box], still=True,
+                                  patient_name=study.patient_name, patient_id=study.patient_id,
+                                  study_uid=study.study_uid, study_date=study.study_date,
+                                  series_uid=f"{study.study_uid}.99", sop_uid=f"{study.study_uid}.99.1")
+      video_rows.append({"file": os.path.relpath(path, out), "study_index": i, "view": view,
+                         "encoding": "explicit_le", "color": True, "frames": 1, "fps": ""})
+    truth.append(study)
+  with open(os.path.join(out, "reports.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["StudyInstanceUID", "report"])
+    for s in truth:
+      writer.writerow([s.study_uid, report_text(s)])
+  with open(os.path.join(out, "ground_truth.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["study_index", "StudyInstanceUID", "lvef", *FINDINGS])
+    for s in truth:
+      writer.writerow([s.index, s.study_uid, f"{s.lvef:.1f}", *(s.findings[k] for k in FINDINGS)])
+  with open(os.path.join(out, "videos.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(video_rows[0]))
+    writer.writeheader()
+    writer.writerows(video_rows)
+  return truth
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", required=True, help="output directory (created)")
+  parser.add_argument("--studies", type=int, default=20, help="number of studies (default 20)")
+  parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
+  parser.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+  parser.add_argument("--height", type=int, default=192, help="frame height in pixels")
+  parser.add_argument("--width", type=int, default=256, help="frame width in pixels")
+  parser.add_argument("--still-fraction", type=float, default=0.25,
+                      help="fraction of studies that also get a still image (default 0.25)")
+  args = parser.parse_args(argv)
+  write_archive(args.out, args.studies, args.seed, args.frames, (args.height, args.width),
+                args.still_fraction)
+  print(f"wrote {args.studies} studies to {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

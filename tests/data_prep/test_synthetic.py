@@ -1,0 +1,94 @@
+"""Synthetic archive: deterministic, decodable, reports agree with ground truth, findings visible."""
+
+import csv
+import filecmp
+import os
+
+import numpy as np
+import pytest
+
+from data_prep import dicom_reader as dr
+from data_prep import reports, synthetic
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+  out = tmp_path_factory.mktemp("synth")
+  truth = synthetic.write_archive(str(out), studies=3, seed=7, frames=12, progress=False)
+  return str(out), truth
+
+
+def test_same_seed_same_bytes(archive, tmp_path):
+  out, _ = archive
+  synthetic.write_archive(str(tmp_path), studies=3, seed=7, frames=12, progress=False)
+  for name in ("reports.csv", "ground_truth.csv", "videos.csv"):
+    assert filecmp.cmp(os.path.join(out, name), tmp_path / name, shallow=False)
+  first = os.path.join("dicom", "study_00000", "00.dcm")
+  assert filecmp.cmp(os.path.join(out, first), tmp_path / first, shallow=False)
+  other = tmp_path / "other"
+  synthetic.write_archive(str(other), studies=1, seed=8, frames=12, progress=False)
+  assert not filecmp.cmp(os.path.join(out, first), other / first, shallow=False)
+
+
+def test_every_file_decodes_with_its_recorded_properties(archive):
+  out, truth = archive
+  rows = list(csv.DictReader(open(os.path.join(out, "videos.csv"))))
+  assert len(rows) >= sum(len(s.views) for s in truth)
+  encodings = set()
+  for row in rows:
+    info, video = dr.read_video(os.path.join(out, row["file"]))
+    assert video.shape[0] == int(row["frames"])
+    assert info.is_ultrasound and info.tissue_region() is not None
+    if row["fps"]:
+      assert info.fps == pytest.approx(float(row["fps"]), rel=1e-3)
+    encodings.add(row["encoding"])
+  assert len(encodings) >= 2
+
+
+def test_reports_have_sections_and_state_the_truth(archive):
+  out, truth = archive
+  by_uid = {r["StudyInstanceUID"]: r["report"]
+            for r in csv.DictReader(open(os.path.join(out, "reports.csv")))}
+  for study in truth:
+    sections = reports.parse_sections(by_uid[study.study_uid])
+    assert {"Left Ventricle", "Pericardium", "Left Atrium"} <= set(sections)
+    assert f"Ejection fraction is {study.lvef:.0f}%" in sections["Left Ventricle"]
+    effusion = study.findings["pericardial_effusion"]
+    assert (effusion in sections["Pericardium"]) if effusion != "none" else (
+        "No pericardial effusion" in sections["Pericardium"])
+
+
+def _study(lvef, effusion="none"):
+  return synthetic.Study(0, "DOE^JANE", "MRN1", "2.25.1", "20200101", lvef,
+                         {"pericardial_effusion": effusion, "left_atrium_dilation": "none"}, [])
+
+
+def _cavity_area(video):
+  """Blood pool pixels (dark after smoothing out the speckle) inside the sector, per frame."""
+  from scipy import ndimage
+  sector = ndimage.binary_erosion(video[..., 0].max(0) > 0, iterations=5)
+  sector[170:] = False  # the ECG trace
+  gray = ndimage.uniform_filter(video[..., 0].astype(np.float32), size=(1, 7, 7))
+  return ((gray < 25) & sector).sum(axis=(1, 2))
+
+
+def test_ejection_fraction_is_visible_as_cavity_change():
+  rng = lambda: np.random.default_rng(3)
+  low, _ = synthetic.render_clip(rng(), _study(25), "A2C", 40, 30.0, 192, 256, color=False)
+  high, _ = synthetic.render_clip(rng(), _study(70), "A2C", 40, 30.0, 192, 256, color=False)
+  change = lambda v: 1 - _cavity_area(v).min() / _cavity_area(v).max()
+  assert change(high) > 0.1 and change(high) > 3 * change(low)
+
+
+def test_effusion_severity_is_visible():
+  rng = lambda: np.random.default_rng(4)
+  none, _ = synthetic.render_clip(rng(), _study(55, "none"), "Parasternal_Short", 4, 30.0, 192,
+                                  256, color=False)
+  severe, _ = synthetic.render_clip(rng(), _study(55, "severe"), "Parasternal_Short", 4, 30.0,
+                                    192, 256, color=False)
+  assert _cavity_area(severe).mean() > 1.2 * _cavity_area(none).mean()
+
+
+def test_cli_help():
+  with pytest.raises(SystemExit):
+    synthetic.main(["--help"])
