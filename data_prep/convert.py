@@ -1,0 +1,400 @@
+"""Echo DICOM archive -> de-identified ArrayRecord shards + manifest + study index.
+
+  python -m data_prep.convert --input ARCHIVE --output SHARDS --reports reports.csv \\
+      --key-file deid.key --workers 8
+
+Stages (each input file ends in the manifest exactly once, as converted / skipped / rejected):
+  1. probe: read every file's header in parallel; non-DICOM, corrupt, non-ultrasound and
+     still images (unless --keep-stills) are recorded with the reason.
+  2. plan: group clips into studies, pseudonymise ids (keyed HMAC), assign splits by patient
+     pseudonym (no patient in two splits), cut each split into shards of --videos-per-shard.
+  3. write: one worker per shard decodes, masks the sector, crops and resizes every clip,
+     encodes frames (JPEG by default) and writes `echoprime-<split>.array_record-i-of-n`
+     to a temporary name, renamed when complete; a rerun skips completed shards.
+  4. finish: manifest.parquet, studies.parquet (videos of each study, report, sections),
+     TFDS metadata (dataset_info.json, features.json) so `tfds.builder_from_directory(OUT)`
+     reads the same shards, and the optional id mapping for the data owner (--mapping-file).
+
+No names, dates or raw UIDs are written anywhere in OUT or in the log; input paths appear
+only as keyed pseudonyms (`file_key`), resolvable through the owner's mapping file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from data_prep import deid, dicom_reader, record_schema, region, reports
+
+log = logging.getLogger("data_prep.convert")
+
+SPLITS = ("train", "val", "test")
+
+# Every manifest row has every column (parquet needs one schema).
+_MANIFEST_DEFAULTS = {"file_key": "", "status": "", "reason": "", "study_id": "", "patient_id": "",
+                      "video_id": "", "split": "", "view": "", "num_frames": 0, "height": 0,
+                      "width": 0, "fps": float("nan"), "duration_s": float("nan"), "channels": 0,
+                      "bytes": 0, "region_source": "", "shard": "", "record_index": -1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  size: int = 224
+  preset: str = "sector"
+  max_frames: int = 256
+  keep_stills: bool = False
+  frame_format: str = "jpeg"
+  jpeg_quality: int = 90
+  videos_per_shard: int = 64
+  split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+  fallback_fps: float = 30.0
+  join_on: str = "StudyInstanceUID"
+  drop_without_report: bool = False
+  geometry_sample: int = 32  # frames used to find the sector
+
+
+# ------------------------------------------------------------------------------ probe
+
+
+def _sanitise(message: str, path: str, file_key: str) -> str:
+  """Error text without the (possibly PHI-bearing) path."""
+  return message.replace(path, f"<file {file_key}>").replace(os.path.basename(path),
+                                                             f"<file {file_key}>")
+
+
+def probe(task: tuple[str, str, bytes, Options]) -> dict[str, Any]:
+  """Header-level triage of one file -> a manifest row (+ private raw ids for planning)."""
+  path, file_key, key, opts = task
+  row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": ""}
+  try:
+    info = dicom_reader.read_info(path, opts.fallback_fps)
+  except dicom_reader.DicomReadError as e:
+    return {**row, "status": "rejected", "reason": _sanitise(str(e), path, file_key)}
+  if not info.is_ultrasound:
+    return {**row, "status": "skipped",
+            "reason": f"not ultrasound (modality {info.modality or '?'})"}
+  if info.rows <= 0 or info.columns <= 0:
+    return {**row, "status": "skipped", "reason": "no image (Rows/Columns missing)"}
+  if not info.is_clip and not opts.keep_stills:
+    return {**row, "status": "skipped", "reason": "still image (use --keep-stills to keep)"}
+  pseudo = deid.Pseudonymizer(key)
+  raw_study = info.identifiers.get(opts.join_on) or info.identifiers.get("StudyInstanceUID")
+  if not raw_study:
+    return {**row, "status": "rejected", "reason": f"no {opts.join_on} to group by"}
+  raw_video = info.identifiers.get("SOPInstanceUID") or path
+  return {**row, "num_frames": min(info.num_frames, opts.max_frames), "height": info.rows,
+          "width": info.columns, "fps": info.fps, "duration_s": info.duration_s,
+          "study_id": pseudo.study(raw_study),
+          "patient_id": pseudo.patient(info.identifiers.get("PatientID") or raw_study),
+          "video_id": pseudo.video(raw_video), "_raw_study": raw_study}
+
+
+# ------------------------------------------------------------------------------- plan
+
+
+def split_of(patient_id: str, fractions: tuple[float, float, float]) -> str:
+  """Deterministic split from the patient pseudonym (uniform in [0, 1))."""
+  u = int(hashlib.sha256(patient_id.encode()).hexdigest()[:12], 16) / float(16 ** 12)
+  edges = np.cumsum(fractions) / np.sum(fractions)
+  return SPLITS[int(np.searchsorted(edges, u, side="right"))] if u < edges[-1] else SPLITS[-1]
+
+
+def plan_shards(rows: list[dict[str, Any]], opts: Options) -> list[dict[str, Any]]:
+  """Pending rows -> shards: [{"split", "index", "count", "files": [row, ...]}]."""
+  by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+  for row in rows:
+    by_split[row["split"]].append(row)
+  shards = []
+  for split, items in by_split.items():
+    items.sort(key=lambda r: (r["study_id"], r["video_id"]))  # a study's videos stay together
+    chunks = [items[i:i + opts.videos_per_shard]
+              for i in range(0, len(items), opts.videos_per_shard)]
+    for i, chunk in enumerate(chunks):
+      shards.append({"split": split, "index": i, "count": len(chunks), "files": chunk})
+  return shards
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return (f"{record_schema.DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}")
+
+
+# ------------------------------------------------------------------------------ write
+
+
+def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict]:
+  """One clip -> (record dict, manifest fields). Raises DicomReadError on bad pixel data."""
+  info = dicom_reader.read_info(path, opts.fallback_fps)
+  sample = np.stack([dicom_reader.to_rgb(f) for f in
+                     dicom_reader.iter_frames(info, min(opts.geometry_sample, opts.max_frames))])
+  geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
+  encoded, gray = [], True
+  frames = []
+  for frame in dicom_reader.iter_frames(info, opts.max_frames):
+    out = geometry.apply(dicom_reader.to_rgb(frame))
+    frames.append(out)
+    if gray and out.ndim == 3 and (np.abs(out[..., 0].astype(np.int16) - out[..., 1]).max() > 2 or
+                                   np.abs(out[..., 2].astype(np.int16) - out[..., 1]).max() > 2):
+      gray = False
+  if not frames:
+    raise dicom_reader.DicomReadError(f"{path}: zero frames")
+  for out in frames:
+    encoded.append(record_schema.encode_frame(out[..., 0] if gray else out, opts.frame_format,
+                                              opts.jpeg_quality))
+  record = {
+      "video_id": row["video_id"], "study_id": row["study_id"], "patient_id": row["patient_id"],
+      "split": row["split"], "view": row.get("view", ""), "frames": encoded,
+      "frame_format": opts.frame_format, "fps_source": info.fps_source,
+      "region_source": geometry.source, "num_frames": len(frames), "height": opts.size,
+      "width": opts.size, "channels": 1 if gray else 3, "fps": info.fps,
+      "crop": np.asarray(geometry.crop, np.int32),
+      "source_shape": np.asarray([info.rows, info.columns], np.int32),
+      "schema_version": record_schema.SCHEMA_VERSION,
+  }
+  return record, {"num_frames": len(frames), "region_source": geometry.source,
+                  "channels": 1 if gray else 3, "bytes": sum(len(b) for b in encoded)}
+
+
+def write_shard(task: tuple[dict[str, Any], dict[str, str], str, Options]) -> list[dict]:
+  """Writes one shard atomically; returns its manifest rows (also saved beside it)."""
+  shard, paths, out_dir, opts = task
+  from array_record.python.array_record_module import ArrayRecordWriter
+  name = shard_name(shard["split"], shard["index"], shard["count"])
+  final, rows_path = os.path.join(out_dir, name), os.path.join(out_dir, "rows", name + ".jsonl")
+  if os.path.exists(rows_path):  # completed by an earlier run
+    with open(rows_path) as f:
+      return [json.loads(line) for line in f]
+  codec = record_schema.Codec()
+  tmp = final + ".tmp"
+  writer = ArrayRecordWriter(tmp, "group_size:1")
+  rows, index = [], 0
+  for row in shard["files"]:
+    public = {k: v for k, v in row.items() if not k.startswith("_")}
+    path = paths[row["file_key"]]
+    try:
+      record, extra = convert_video(path, row, opts)
+      writer.write(codec.encode(record))
+      rows.append({**public, **extra, "status": "converted", "shard": name,
+                   "record_index": index})
+      index += 1
+    except Exception as e:  # one bad file never stops the shard
+      rows.append({**public, "status": "rejected",
+                   "reason": _sanitise(f"{type(e).__name__}: {e}", path, row["file_key"]),
+                   "shard": "", "record_index": -1})
+  writer.close()
+  os.replace(tmp, final)
+  os.makedirs(os.path.dirname(rows_path), exist_ok=True)
+  with open(rows_path + ".tmp", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  os.replace(rows_path + ".tmp", rows_path)  # the completion marker, written last
+  return rows
+
+
+# ----------------------------------------------------------------------------- finish
+
+
+def load_reports(path: str) -> dict[str, str]:
+  """{join key: report text} from CSV / JSONL / Parquet with columns (<key>, report)."""
+  if path.endswith(".parquet"):
+    import pyarrow.parquet as pq
+    records = pq.read_table(path).to_pylist()
+  elif path.endswith((".jsonl", ".json")):
+    with open(path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+  else:
+    with open(path, newline="") as f:
+      records = list(csv.DictReader(f))
+  if not records:
+    return {}
+  columns = list(records[0])
+  text_col = "report" if "report" in columns else columns[-1]
+  key_col = [c for c in columns if c != text_col][0]
+  return {str(r[key_col]): str(r[text_col]) for r in records}
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: str) -> None:
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def write_tfds_metadata(out_dir: str, rows: list[dict[str, Any]]) -> None:
+  import tensorflow_datasets as tfds
+  split_infos = []
+  for split in SPLITS:
+    shards: dict[str, int] = {}
+    for r in rows:
+      if r["status"] == "converted" and r["split"] == split:
+        shards[r["shard"]] = shards.get(r["shard"], 0) + 1
+    if not shards:
+      continue
+    names = sorted(set(n for n in os.listdir(out_dir) if n.startswith(
+        f"{record_schema.DATASET_NAME}-{split}.array_record-") and not n.endswith(".tmp")))
+    template = tfds.core.ShardedFileTemplate(
+        data_dir=out_dir, template=record_schema.FILE_TEMPLATE,
+        dataset_name=record_schema.DATASET_NAME, split=split, filetype_suffix="array_record")
+    split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[shards.get(n, 0)
+                                                                       for n in names],
+                                           num_bytes=0, filename_template=template))
+  tfds.folder_dataset.write_metadata(data_dir=out_dir, features=record_schema.features(),
+                                     split_infos=split_infos,
+                                     filename_template=record_schema.FILE_TEMPLATE,
+                                     check_data=False)
+
+
+def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: str | None = None,
+        labels_path: str | None = None, workers: int = 1, mapping_file: str | None = None,
+        progress: bool = True) -> list[dict[str, Any]]:
+  """The whole conversion; returns the manifest rows."""
+  from tqdm import tqdm
+  os.makedirs(out_dir, exist_ok=True)
+  pseudo = deid.Pseudonymizer(key)
+  files = sorted(os.path.join(root, n) for root, _, names in os.walk(input_dir)
+                 for n in names if not n.startswith("."))
+  keys = {p: pseudo("file", os.path.relpath(p, input_dir)) for p in files}
+  paths = {k: p for p, k in keys.items()}
+  labels = {}
+  if labels_path:
+    with open(labels_path, newline="") as f:
+      table = list(csv.DictReader(f))
+    base = os.path.dirname(os.path.abspath(labels_path))  # paths relative to the labels file
+    by_abs = {os.path.abspath(p): k for p, k in keys.items()}
+    labels = {by_abs.get(os.path.join(base, f)): v for f, v in ((r["file"], r["view"]) for r in table)}
+  log.info("%d input files (key kind: %s)", len(files), "INSECURE TEST" if pseudo.insecure
+           else "secret")
+
+  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+  mapper = pool.imap if pool else map
+  tasks = [(p, keys[p], key, opts) for p in files]
+  rows = list(tqdm(mapper(probe, tasks), total=len(tasks), desc="probe", unit="file",
+                   disable=not progress))
+  report_by_key = load_reports(reports_path) if reports_path else {}
+  study_reports: dict[str, str] = {}
+  pending = []
+  for row in rows:
+    if row["status"] != "pending":
+      continue
+    row["split"] = split_of(row["patient_id"], opts.split_fractions)
+    row["view"] = labels.get(row["file_key"], "")
+    if row["_raw_study"] in report_by_key:
+      study_reports[row["study_id"]] = report_by_key[row["_raw_study"]]
+    elif opts.drop_without_report and reports_path:
+      row.update(status="skipped", reason="study has no report (--drop-studies-without-report)")
+      continue
+    pending.append(row)
+
+  shards = plan_shards(pending, opts)
+  plan_id = hashlib.sha256(json.dumps(
+      [[s["split"], s["index"], [r["file_key"] for r in s["files"]]] for s in shards]
+      + [dataclasses.asdict(opts)], sort_keys=True, default=str).encode()).hexdigest()
+  plan_path = os.path.join(out_dir, "plan.json")
+  if os.path.exists(plan_path) and json.load(open(plan_path))["plan_id"] != plan_id:
+    raise SystemExit(f"{out_dir} holds a conversion of different inputs or options; "
+                     "use a new --output")
+  with open(plan_path, "w") as f:
+    json.dump({"plan_id": plan_id, "shards": len(shards),
+               "schema_version": record_schema.SCHEMA_VERSION}, f)
+  shard_tasks = [(s, paths, out_dir, opts) for s in shards]
+  written = []
+  for shard_rows in tqdm(mapper(write_shard, shard_tasks), total=len(shard_tasks),
+                         desc="shards", unit="shard", disable=not progress):
+    written.extend(shard_rows)
+  if pool:
+    pool.close()
+    pool.join()
+
+  by_key = {r["file_key"]: r for r in written}
+  manifest = [by_key.get(r["file_key"], {k: v for k, v in r.items() if not k.startswith("_")})
+              for r in rows]
+  manifest = [{**_MANIFEST_DEFAULTS, **r} for r in manifest]
+  _write_parquet(manifest, os.path.join(out_dir, "manifest.parquet"))
+  studies = []
+  converted = [r for r in manifest if r["status"] == "converted"]
+  for study_id in sorted({r["study_id"] for r in converted}):
+    vids = [r for r in converted if r["study_id"] == study_id]
+    text = study_reports.get(study_id, "")
+    studies.append({"study_id": study_id, "patient_id": vids[0]["patient_id"],
+                    "split": vids[0]["split"], "video_ids": [r["video_id"] for r in vids],
+                    "shards": [r["shard"] for r in vids],
+                    "record_indices": [int(r["record_index"]) for r in vids],
+                    "views": [r.get("view", "") for r in vids], "report": text,
+                    "sections": json.dumps(reports.parse_sections(text))})
+  _write_parquet(studies, os.path.join(out_dir, "studies.parquet"))
+  write_tfds_metadata(out_dir, manifest)
+  if mapping_file:
+    with open(mapping_file, "w") as f:  # owner-only: raw ids <-> pseudonyms
+      for r in rows:
+        f.write(json.dumps({"file_key": r["file_key"],
+                            "path": os.path.relpath(paths[r["file_key"]], input_dir),
+                            "raw_study": r.get("_raw_study", ""),
+                            "study_id": r.get("study_id", "")}) + "\n")
+  counts = {s: sum(r["status"] == s for r in manifest) for s in ("converted", "skipped",
+                                                                  "rejected")}
+  log.info("done: %s -> %s", counts, out_dir)
+  return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m data_prep.convert", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--input", required=True, help="archive folder (searched recursively)")
+  p.add_argument("--output", required=True, help="shard folder (created; reruns resume)")
+  p.add_argument("--reports", help="CSV/JSONL/Parquet: join key column + 'report' column")
+  p.add_argument("--join-on", default="StudyInstanceUID",
+                 choices=["StudyInstanceUID", "AccessionNumber"],
+                 help="DICOM attribute that matches the reports' key column")
+  p.add_argument("--labels", help="optional CSV (file, view): view labels by relative path")
+  p.add_argument("--key-file", help="secret de-identification key (or $ECHOPRIME_DEID_KEY)")
+  p.add_argument("--insecure-test-key", action="store_true",
+                 help="use a public test key: synthetic data only, never real patients")
+  p.add_argument("--mapping-file", help="write raw ids <-> pseudonyms here (data owner only; "
+                 "keep it outside the shard folder)")
+  p.add_argument("--size", type=int, default=224, help="output frame size (default 224)")
+  p.add_argument("--preset", default="sector", choices=["sector", "echoprime"],
+                 help="crop geometry: square around the sector, or EchoPrime's released one")
+  p.add_argument("--max-frames", type=int, default=256, help="frames kept per clip (cap)")
+  p.add_argument("--keep-stills", action="store_true", help="keep single-frame images")
+  p.add_argument("--frame-format", default="jpeg", choices=["jpeg", "png"],
+                 help="per-frame encoding (png = lossless)")
+  p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (default 90)")
+  p.add_argument("--videos-per-shard", type=int, default=64, help="records per shard")
+  p.add_argument("--split-fractions", default="0.8,0.1,0.1",
+                 help="train,val,test fractions by patient (default 0.8,0.1,0.1)")
+  p.add_argument("--fallback-fps", type=float, default=30.0,
+                 help="frame rate when the header gives none (recorded as 'fallback')")
+  p.add_argument("--drop-studies-without-report", action="store_true",
+                 help="skip studies whose report is missing (default: keep them)")
+  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+                 help="worker processes (default: all cores)")
+  args = p.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  try:
+    key = deid.load_key(args.key_file, args.insecure_test_key)
+  except deid.MissingKeyError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  fractions = tuple(float(x) for x in args.split_fractions.split(","))
+  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+    print("error: --split-fractions needs three non-negative numbers", file=sys.stderr)
+    return 2
+  opts = Options(size=args.size, preset=args.preset, max_frames=args.max_frames,
+                 keep_stills=args.keep_stills, frame_format=args.frame_format,
+                 jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
+                 split_fractions=fractions, fallback_fps=args.fallback_fps, join_on=args.join_on,
+                 drop_without_report=args.drop_studies_without_report)
+  run(args.input, args.output, key, opts, args.reports, args.labels, args.workers,
+      args.mapping_file)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
