@@ -61,6 +61,7 @@ class Options:
   join_on: str = "StudyInstanceUID"
   drop_without_report: bool = False
   geometry_sample: int = 32  # frames used to find the sector
+  max_file_bytes: int = 8 << 30  # larger files are rejected as oversized
 
 
 # ------------------------------------------------------------------------------ probe
@@ -76,10 +77,16 @@ def probe(task: tuple[str, str, bytes, Options]) -> dict[str, Any]:
   """Header-level triage of one file -> a manifest row (+ private raw ids for planning)."""
   path, file_key, key, opts = task
   row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": ""}
+  size = os.path.getsize(path)
+  if size > opts.max_file_bytes:
+    return {**row, "status": "rejected",
+            "reason": f"oversized: {size} bytes > limit {opts.max_file_bytes}"}
   try:
     info = dicom_reader.read_info(path, opts.fallback_fps)
   except dicom_reader.DicomReadError as e:
     return {**row, "status": "rejected", "reason": _sanitise(str(e), path, file_key)}
+  if info.num_frames < 1:
+    return {**row, "status": "rejected", "reason": "zero frames (NumberOfFrames = 0)"}
   if not info.is_ultrasound:
     return {**row, "status": "skipped",
             "reason": f"not ultrasound (modality {info.modality or '?'})"}
@@ -373,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                  help="frame rate when the header gives none (recorded as 'fallback')")
   p.add_argument("--drop-studies-without-report", action="store_true",
                  help="skip studies whose report is missing (default: keep them)")
+  p.add_argument("--max-file-gb", type=float, default=8.0,
+                 help="files larger than this are rejected as oversized (default 8)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                  help="worker processes (default: all cores)")
   args = p.parse_args(argv)
@@ -390,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                  keep_stills=args.keep_stills, frame_format=args.frame_format,
                  jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
                  split_fractions=fractions, fallback_fps=args.fallback_fps, join_on=args.join_on,
-                 drop_without_report=args.drop_studies_without_report)
+                 drop_without_report=args.drop_studies_without_report,
+                 max_file_bytes=int(args.max_file_gb * (1 << 30)))
   run(args.input, args.output, key, opts, args.reports, args.labels, args.workers,
       args.mapping_file)
   return 0

@@ -125,7 +125,8 @@ def read_info(path: str, fallback_fps: float = 30.0) -> DicomInfo:
   ts = str(getattr(meta, "TransferSyntaxUID", "")) if meta is not None else ""
   fps, source = frame_rate(ds, fallback_fps)
   try:
-    num_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    raw_frames = ds.get("NumberOfFrames")
+    num_frames = 1 if raw_frames in (None, "") else int(raw_frames)
   except (TypeError, ValueError) as e:
     raise DicomReadError(f"{path}: invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from e
   return DicomInfo(

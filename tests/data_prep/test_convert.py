@@ -10,7 +10,8 @@ import pytest
 
 from data_prep import convert, deid, record_schema, synthetic
 
-OPTS = convert.Options(size=64, max_frames=8, videos_per_shard=4, split_fractions=(0.5, 0.25, 0.25))
+OPTS = convert.Options(size=64, max_frames=8, videos_per_shard=4, split_fractions=(0.5, 0.25, 0.25),
+                       max_file_bytes=3 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,12 @@ def archive(tmp_path_factory):
   (junk / "truncated.dcm").write_bytes(good[: len(good) // 2])
   (junk / "empty.dcm").write_bytes(b"")
   ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
+  ds.NumberOfFrames = 0
+  ds.save_as(junk / "zero_frames.dcm")
+  ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
   ds.Modality, ds.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
   ds.save_as(junk / "ct.dcm")
+  (junk / "huge.dcm").write_bytes(good + b"\0" * (3 << 20))  # over the test's 3 MiB limit
   return root
 
 
@@ -49,7 +54,10 @@ def test_every_input_file_is_in_the_manifest_once(archive, converted):
   status = {}
   for r in manifest:
     status[r["status"]] = status.get(r["status"], 0) + 1
-  assert status["rejected"] == 3  # notes.txt, truncated.dcm, empty.dcm
+  # notes.txt, truncated.dcm, empty.dcm, zero_frames.dcm, huge.dcm
+  assert status["rejected"] == 5
+  reasons = " | ".join(r["reason"] for r in manifest)
+  assert "oversized" in reasons and "zero frames" in reasons and "not a DICOM file" in reasons
   assert status["skipped"] >= 1  # the CT (+ stills)
   assert all(r["reason"] for r in manifest if r["status"] != "converted")
   assert any("not ultrasound" in r["reason"] for r in manifest)
