@@ -25,6 +25,7 @@ import argparse
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -141,12 +142,15 @@ def shard_name(split: str, index: int, count: int) -> str:
 def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict]:
   """One clip -> (record dict, manifest fields). Raises DicomReadError on bad pixel data."""
   info = dicom_reader.read_info(path, opts.fallback_fps)
-  sample = np.stack([dicom_reader.to_rgb(f) for f in
-                     dicom_reader.iter_frames(info, min(opts.geometry_sample, opts.max_frames))])
-  geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
+  # One pass over the file: the first frames set the geometry, then all frames are processed.
+  source = dicom_reader.iter_frames(info, opts.max_frames)
+  sample = [dicom_reader.to_rgb(f) for f in itertools.islice(source, opts.geometry_sample)]
+  if not sample:
+    raise dicom_reader.DicomReadError(f"{path}: zero frames")
+  geometry = region.compute_geometry(info, np.stack(sample), opts.size, opts.preset)
   encoded, gray = [], True
   frames = []
-  for frame in dicom_reader.iter_frames(info, opts.max_frames):
+  for frame in itertools.chain(sample, source):
     out = geometry.apply(dicom_reader.to_rgb(frame))
     frames.append(out)
     if gray and out.ndim == 3 and (np.abs(out[..., 0].astype(np.int16) - out[..., 1]).max() > 2 or

@@ -1,0 +1,161 @@
+"""Data-prep throughput per worker: our conversion path vs the naive one, measured in one run.
+
+  python benchmarks/data_prep.py                 # prints the table, updates benchmarks/RESULTS.md
+  python benchmarks/data_prep.py --studies 4 --no-write
+
+Our path (per video, one process): `data_prep.convert.convert_video` = streamed decode, sector
+geometry from 32 frames, masking, square crop, resize to 224, JPEG-encode every frame.
+Naive path (what the released preprocessing does): `pydicom.dcmread(path).pixel_array` of the
+whole file, per-frame float conversion, centre crop, OpenCV resize to 224 (no encoding).
+Both run on the same synthetic archive; videos/s, input MB/s and output bytes per video are
+reported, plus peak RSS of each path on one large clip (in separate processes).
+Needs opencv-python-headless (requirements-dev.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from data_prep import convert, dicom_reader, dicom_writer, synthetic  # noqa: E402
+
+
+def naive(path: str, size: int = 224) -> int:
+  """The released pipeline's shape of work; returns bytes of the float output."""
+  import cv2
+  import pydicom
+  video = pydicom.dcmread(path).pixel_array
+  if video.ndim == 3 and video.shape[-1] != 3:  # (T, H, W) grayscale
+    video = video[..., None].repeat(3, -1)
+  elif video.ndim == 3:  # a single RGB frame
+    video = video[None]
+  out = []
+  for frame in video:
+    frame = frame.astype(np.float32)
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    frame = frame[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2]
+    out.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_CUBIC))
+  return int(np.stack(out).nbytes)
+
+
+def ours(path: str, opts: convert.Options) -> int:
+  row = {"video_id": "v", "study_id": "s", "patient_id": "p", "split": "train"}
+  record, extra = convert.convert_video(path, row, opts)
+  return extra["bytes"]
+
+
+def _time_all(fn, paths) -> tuple[float, int]:
+  t = time.perf_counter()
+  out_bytes = sum(fn(p) for p in paths)
+  return time.perf_counter() - t, out_bytes
+
+
+def rss_worker(which: str, path: str) -> None:
+  if which == "ours":
+    ours(path, convert.Options())
+  else:
+    naive(path)
+  print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _rss(which: str, path: str) -> float:
+  out = subprocess.run([sys.executable, __file__, "--rss-worker", which, path],
+                       capture_output=True, text=True, cwd=ROOT)
+  lines = [l for l in out.stdout.splitlines() if l.startswith("RSS")]
+  if out.returncode or not lines:
+    raise RuntimeError(out.stderr[-2000:])
+  return float(lines[-1].split()[1])
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--studies", type=int, default=8, help="synthetic studies to convert (default 8)")
+  p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
+  p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default 2)")
+  p.add_argument("--large-frames", type=int, default=300,
+                 help="frames of the 768x1024 RGB clip used for peak RSS (default 300)")
+  p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+  p.add_argument("--rss-worker", nargs=2, help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.rss_worker:
+    rss_worker(*args.rss_worker)
+    return
+
+  with tempfile.TemporaryDirectory() as tmp:
+    synthetic.write_archive(tmp, args.studies, seed=0, frames=args.frames, size=(480, 640),
+                            still_fraction=0.0, progress=False)
+    paths = sorted(os.path.join(r, n) for r, _, ns in os.walk(os.path.join(tmp, "dicom"))
+                   for n in ns)
+    in_mb = sum(os.path.getsize(x) for x in paths) / 1e6
+    raw_bytes = sum(dicom_reader.read_info(x).num_frames * 480 * 640 * 3 for x in paths)
+    opts = convert.Options()
+    times = {"ours": [], "naive": []}
+    for _ in range(args.rounds):
+      t, ours_bytes = _time_all(lambda x: ours(x, opts), paths)
+      times["ours"].append(t)
+      t, naive_bytes = _time_all(naive, paths)
+      times["naive"].append(t)
+    t_ours, t_naive = min(times["ours"]), min(times["naive"])
+
+    big = os.path.join(tmp, "large.dcm")
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8)
+    frames = np.stack([np.roll(base, 3 * i, axis=1) for i in range(args.large_frames)])
+    dicom_writer.write_us_dicom(big, frames, "jpeg_baseline", fps=30.0)
+    decoded_mb = frames.nbytes / 1e6
+    del frames
+    rss = {k: _rss(k, big) for k in ("ours", "naive")}
+
+  n = len(paths)
+  lines = [
+      f"### Data prep per worker ({datetime.date.today().isoformat()}, {os.cpu_count()} cores, "
+      "one process)",
+      "",
+      f"{n} synthetic clips ({args.frames} frames of 480x640, mixed JPEG/RLE/RGB/MONOCHROME2, "
+      f"{in_mb:.0f} MB of DICOM); best of {args.rounds} rounds.",
+      "",
+      "| path | videos/s | input MB/s | output per video | vs naive |",
+      "|---|---|---|---|---|",
+      f"| ours (decode, sector mask, crop, resize 224, JPEG q90) | {n / t_ours:.2f} | "
+      f"{in_mb / t_ours:.1f} | {ours_bytes / n / 1e3:.0f} KB (JPEG) | **{t_naive / t_ours:.2f}x** |",
+      f"| naive (pixel_array, float, crop, cv2 resize) | {n / t_naive:.2f} | "
+      f"{in_mb / t_naive:.1f} | {naive_bytes / n / 1e3:.0f} KB (float32) | 1.00x |",
+      "",
+      f"Shard bytes per video: {ours_bytes / n / 1e3:.0f} KB vs {raw_bytes / n / 1e6:.1f} MB of raw "
+      f"RGB source frames ({raw_bytes / ours_bytes:.0f}x smaller).",
+      f"Peak RSS on one {args.large_frames}-frame 768x1024 RGB JPEG clip ({decoded_mb:.0f} MB "
+      f"decoded): ours {rss['ours']:.0f} MB, naive {rss['naive']:.0f} MB.",
+      "",
+      "Reproduce: `python benchmarks/data_prep.py`.",
+  ]
+  table = "\n".join(lines)
+  print(table)
+  if not args.no_write:
+    path = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+    text = open(path).read()
+    begin, end = "<!-- data_prep:begin -->", "<!-- data_prep:end -->"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text:
+      text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+      text = text.rstrip() + "\n\n" + block + "\n"
+    open(path, "w").write(text)
+    print(f"updated {path}")
+
+
+if __name__ == "__main__":
+  main()
