@@ -144,10 +144,12 @@ def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[s
   info = dicom_reader.read_info(path, opts.fallback_fps)
   # One pass over the file: the first frames set the geometry, then all frames are processed.
   source = dicom_reader.iter_frames(info, opts.max_frames)
-  sample = [dicom_reader.to_rgb(f) for f in itertools.islice(source, opts.geometry_sample)]
-  if not sample:
+  first = [dicom_reader.to_rgb(f) for f in itertools.islice(source, opts.geometry_sample)]
+  if not first:
     raise dicom_reader.DicomReadError(f"{path}: zero frames")
-  geometry = region.compute_geometry(info, np.stack(sample), opts.size, opts.preset)
+  sample = np.stack(first)  # one copy of the sample frames, not two
+  del first
+  geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
   encoded, gray = [], True
   frames = []
   for frame in itertools.chain(sample, source):
