@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,16 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def peak_rss_mb() -> float:
+  """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork+exec,
+  so a child would report its parent's peak."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("no VmHWM in /proc/self/status")
 
 CASES = {
     "mvit_fwd": "MViT-S forward, 1 x 16x224x224",
@@ -183,7 +192,7 @@ def run_worker(args) -> None:
     result = worker_torch(args.case, args.weights, args.iters, args.out_npy)
   else:
     result = worker_jax(args.case, args.weights, args.iters, args.out_npy)
-  result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  result["peak_rss_mb"] = peak_rss_mb()
   print("RESULT " + json.dumps(result))
 
 

@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,16 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def peak_rss_mb() -> float:
+  """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork+exec,
+  so a child would report its parent's peak."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("no VmHWM in /proc/self/status")
 
 from data_prep import convert, dicom_reader, dicom_writer, synthetic  # noqa: E402
 
@@ -69,7 +78,7 @@ def rss_worker(which: str, path: str) -> None:
     ours(path, convert.Options())
   else:
     naive(path)
-  print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+  print("RSS", peak_rss_mb())
 
 
 def _rss(which: str, path: str) -> float:
