@@ -43,7 +43,10 @@ def _convert_echoprime_text(args) -> nnx.Module:
   if args.bert_config:
     with open(args.bert_config) as f:
       bcfg = bert.BertConfig.from_hf(json.load(f))
-    cfg = text_encoder.TextEncoderConfig(bert=bcfg, out_dim=sd["text_projection.weight"].shape[0])
+    proj = sd.get("text_projection.weight")
+    if proj is None:
+      raise mapping.WeightImportError(args.input, ["text_projection.weight"], [], [])
+    cfg = text_encoder.TextEncoderConfig(bert=bcfg, out_dim=proj.shape[0])
   return bert_weights.load_echoprime_text_encoder(sd, cfg, source=args.input)
 
 
