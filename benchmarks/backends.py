@@ -34,15 +34,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
 
-def peak_rss_mb() -> float:
-  """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork+exec,
-  so a child would report its parent's peak."""
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError("no VmHWM in /proc/self/status")
 
 CASES = {
     "mvit_fwd": "MViT-S forward, 1 x 16x224x224",
@@ -284,7 +277,7 @@ def main() -> None:
   table = _markdown(rows, gemm, peak, args.xla_flags)
   print("\n" + table)
   if not args.no_write:
-    _write_results(table)
+    write_results_block("backends", table)
 
 
 def _markdown(rows, gemm, peak, xla_flags) -> str:
@@ -323,20 +316,6 @@ def _cpu_name() -> str:
   except OSError:
     pass
   return platform.processor() or "unknown CPU"
-
-
-def _write_results(table: str) -> None:
-  path = os.path.join(ROOT, "benchmarks", "RESULTS.md")
-  begin, end = "<!-- backends:begin -->", "<!-- backends:end -->"
-  text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-  block = f"{begin}\n{table}\n{end}"
-  if begin in text:
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-  else:
-    text = text.rstrip() + "\n\n" + block + "\n"
-  with open(path, "w") as f:
-    f.write(text)
-  print(f"updated {path}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,15 +27,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
 
-def peak_rss_mb() -> float:
-  """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork+exec,
-  so a child would report its parent's peak."""
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError("no VmHWM in /proc/self/status")
 
 from data_prep import convert, dicom_reader, dicom_writer, synthetic  # noqa: E402
 
@@ -154,17 +145,7 @@ def main() -> None:
   table = "\n".join(lines)
   print(table)
   if not args.no_write:
-    path = os.path.join(ROOT, "benchmarks", "RESULTS.md")
-    text = open(path).read()
-    begin, end = "<!-- data_prep:begin -->", "<!-- data_prep:end -->"
-    block = f"{begin}\n{table}\n{end}"
-    if begin in text:
-      text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-      text = text.rstrip() + "\n\n" + block + "\n"
-    open(path, "w").write(text)
-    print(f"updated {path}")
-
+    write_results_block("data_prep", table)
 
 if __name__ == "__main__":
   main()

@@ -23,13 +23,12 @@ import io
 from typing import Sequence
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless,
-                         DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid)
+                         DeflatedExplicitVRLittleEndian, generate_uid)
 
 from data_prep.dicom_reader import US_IMAGE, US_MULTIFRAME
 

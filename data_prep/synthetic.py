@@ -161,12 +161,12 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
       frame[jet] = [200 * strength + 40, 40, 255 * (1 - strength) + 40]
     frame[~sector] = 0
     video[t] = frame.astype(np.uint8)
-    _burn_in(video[t], study, view, t, fps, cycle, phase0, box)
+    _burn_in(video[t], study, view, t, fps, cycle, phase0)
   return video, box
 
 
 def _burn_in(frame: np.ndarray, study: Study, view: str, t: int, fps: float, cycle: float,
-             phase0: float, box) -> None:
+             phase0: float) -> None:
   """Header text (PHI!) top-left, view label top-right, ECG trace along the bottom."""
   h, w = frame.shape[:2]
   img = Image.fromarray(frame)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from flax import nnx
-
-from echoprime_jax.weights import mapping
+from flax import nnx, traverse_util
 
 
 def jit_apply(model: nnx.Module, *args, fn=None):
@@ -21,4 +19,4 @@ def jit_grad(model: nnx.Module, loss_fn, *args) -> dict:
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   grads = jax.jit(jax.grad(lambda p, *a: loss_fn(nnx.merge(graphdef, p, rest), *a)))(params, *args)
   return {p: np.asarray(v) for p, v in
-          mapping.traverse_util.flatten_dict(nnx.to_pure_dict(grads)).items()}
+          traverse_util.flatten_dict(nnx.to_pure_dict(grads)).items()}

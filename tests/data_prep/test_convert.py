@@ -3,7 +3,6 @@
 import json
 import os
 
-import numpy as np
 import pydicom
 import pyarrow.parquet as pq
 import pytest

@@ -1,7 +1,6 @@
 """DICOM reader: real vendor files bundled with pydicom, every encoding we claim, timing, errors,
 bounded memory."""
 
-import os
 import tracemalloc
 
 import numpy as np

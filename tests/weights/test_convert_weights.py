@@ -2,7 +2,6 @@
 reproduce the PyTorch outputs; clear errors for files that do not fit or are not safe."""
 
 import json
-import os
 
 import numpy as np
 import pytest
