@@ -58,10 +58,18 @@ def ours(path: str, opts: convert.Options) -> int:
   return extra["bytes"]
 
 
-def _time_all(fn, paths) -> tuple[float, int]:
-  t = time.perf_counter()
-  out_bytes = sum(fn(p) for p in paths)
-  return time.perf_counter() - t, out_bytes
+def _time_all(fn, paths) -> tuple[dict[str, float], int]:
+  """({path: seconds}, total output bytes) for fn over paths."""
+  times, out_bytes = {}, 0
+  for path in paths:
+    t = time.perf_counter()
+    out_bytes += fn(path)
+    times[path] = time.perf_counter() - t
+  return times, out_bytes
+
+
+_SYNTAX_NAMES = {"1.2.840.10008.1.2.4.50": "JPEG baseline", "1.2.840.10008.1.2.5": "RLE",
+                 "1.2.840.10008.1.2.1": "uncompressed"}
 
 
 def rss_worker(which: str, path: str) -> None:
@@ -81,10 +89,43 @@ def _rss(which: str, path: str) -> float:
   return float(lines[-1].split()[1])
 
 
+def _measure(tmp: str, size: tuple[int, int], args) -> dict:
+  """Times both paths on a synthetic archive of `size` frames; best of args.rounds."""
+  root = os.path.join(tmp, f"{size[0]}x{size[1]}")
+  synthetic.write_archive(root, args.studies, seed=0, frames=args.frames, size=size,
+                          still_fraction=0.0, progress=False)
+  paths = sorted(os.path.join(r, n) for r, _, ns in os.walk(os.path.join(root, "dicom"))
+                 for n in ns)
+  opts = convert.Options()
+  rounds = {"ours": [], "naive": []}
+  for _ in range(args.rounds):  # alternate, so drift hits both paths alike
+    t, ours_bytes = _time_all(lambda x: ours(x, opts), paths)
+    rounds["ours"].append(t)
+    t, naive_bytes = _time_all(naive, paths)
+    rounds["naive"].append(t)
+  best = {k: {p: min(r[p] for r in v) for p in paths} for k, v in rounds.items()}
+  syntax = {p: _SYNTAX_NAMES.get(dicom_reader.read_info(p).transfer_syntax, "other")
+            for p in paths}
+  by_syntax = {}
+  for p in paths:
+    entry = by_syntax.setdefault(syntax[p], {"n": 0, "ours": 0.0, "naive": 0.0})
+    entry["n"] += 1
+    entry["ours"] += best["ours"][p]
+    entry["naive"] += best["naive"][p]
+  return {"n": len(paths), "in_mb": sum(os.path.getsize(x) for x in paths) / 1e6,
+          "raw_bytes": sum(dicom_reader.read_info(x).num_frames * size[0] * size[1] * 3
+                           for x in paths),
+          "ours": sum(best["ours"].values()), "naive": sum(best["naive"].values()),
+          "ours_bytes": ours_bytes, "naive_bytes": naive_bytes, "by_syntax": by_syntax}
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--studies", type=int, default=8, help="synthetic studies to convert (default 8)")
+  p.add_argument("--studies", type=int, default=8, help="synthetic studies per size (default 8)")
   p.add_argument("--frames", type=int, default=48, help="frames per clip (default 48)")
+  p.add_argument("--sizes", default="600x800,480x640",
+                 help="source frame sizes HxW, comma-separated (default 600x800,480x640: a "
+                 "common cart export size and a small one)")
   p.add_argument("--rounds", type=int, default=2, help="alternating timing rounds (default 2)")
   p.add_argument("--large-frames", type=int, default=300,
                  help="frames of the 768x1024 RGB clip used for peak RSS (default 300)")
@@ -94,23 +135,10 @@ def main() -> None:
   if args.rss_worker:
     rss_worker(*args.rss_worker)
     return
+  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
 
   with tempfile.TemporaryDirectory() as tmp:
-    synthetic.write_archive(tmp, args.studies, seed=0, frames=args.frames, size=(480, 640),
-                            still_fraction=0.0, progress=False)
-    paths = sorted(os.path.join(r, n) for r, _, ns in os.walk(os.path.join(tmp, "dicom"))
-                   for n in ns)
-    in_mb = sum(os.path.getsize(x) for x in paths) / 1e6
-    raw_bytes = sum(dicom_reader.read_info(x).num_frames * 480 * 640 * 3 for x in paths)
-    opts = convert.Options()
-    times = {"ours": [], "naive": []}
-    for _ in range(args.rounds):
-      t, ours_bytes = _time_all(lambda x: ours(x, opts), paths)
-      times["ours"].append(t)
-      t, naive_bytes = _time_all(naive, paths)
-      times["naive"].append(t)
-    t_ours, t_naive = min(times["ours"]), min(times["naive"])
-
+    results = {size: _measure(tmp, size, args) for size in sizes}
     big = os.path.join(tmp, "large.dcm")
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8)
@@ -120,23 +148,34 @@ def main() -> None:
     del frames
     rss = {k: _rss(k, big) for k in ("ours", "naive")}
 
-  n = len(paths)
   lines = [
       f"### Data prep per worker ({datetime.date.today().isoformat()}, {os.cpu_count()} cores, "
       "one process)",
       "",
-      f"{n} synthetic clips ({args.frames} frames of 480x640, mixed JPEG/RLE/RGB/MONOCHROME2, "
-      f"{in_mb:.0f} MB of DICOM); best of {args.rounds} rounds.",
+      f"Synthetic clips of {args.frames} frames, mixed JPEG baseline YBR_FULL_422 / RLE RGB / "
+      f"uncompressed RGB / MONOCHROME2, {args.studies} studies per size; best of {args.rounds} "
+      "rounds (per clip). Ours = decode, sector mask, crop, resize 224, JPEG q90 per frame; naive = "
+      "`pixel_array`, float, centre crop, cv2 resize (no encoding).",
       "",
-      "| path | videos/s | input MB/s | output per video | vs naive |",
-      "|---|---|---|---|---|",
-      f"| ours (decode, sector mask, crop, resize 224, JPEG q90) | {n / t_ours:.2f} | "
-      f"{in_mb / t_ours:.1f} | {ours_bytes / n / 1e3:.0f} KB (JPEG) | **{t_naive / t_ours:.2f}x** |",
-      f"| naive (pixel_array, float, crop, cv2 resize) | {n / t_naive:.2f} | "
-      f"{in_mb / t_naive:.1f} | {naive_bytes / n / 1e3:.0f} KB (float32) | 1.00x |",
+      "| source frames | clips (MB) | ours videos/s | ours MB/s | naive videos/s | naive MB/s "
+      "| ours vs naive | output per video (raw source) |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  for (h, w), r in results.items():
+    n = r["n"]
+    lines.append(
+        f"| {h}x{w} | {n} ({r['in_mb']:.0f}) | {n / r['ours']:.2f} | {r['in_mb'] / r['ours']:.1f} "
+        f"| {n / r['naive']:.2f} | {r['in_mb'] / r['naive']:.1f} | **{r['naive'] / r['ours']:.2f}x** "
+        f"| {r['ours_bytes'] / n / 1e3:.0f} KB ({r['raw_bytes'] / n / 1e6:.1f} MB) |")
+  lines += ["", "By encoding (seconds per clip, best of rounds):", "",
+            "| source frames | encoding | clips | ours s/clip | naive s/clip | ours vs naive |",
+            "|---|---|---|---|---|---|"]
+  for (h, w), r in results.items():
+    for name, e in sorted(r["by_syntax"].items()):
+      lines.append(f"| {h}x{w} | {name} | {e['n']} | {e['ours'] / e['n']:.3f} | "
+                   f"{e['naive'] / e['n']:.3f} | {e['naive'] / e['ours']:.2f}x |")
+  lines += [
       "",
-      f"Shard bytes per video: {ours_bytes / n / 1e3:.0f} KB vs {raw_bytes / n / 1e6:.1f} MB of raw "
-      f"RGB source frames ({raw_bytes / ours_bytes:.0f}x smaller).",
       f"Peak RSS on one {args.large_frames}-frame 768x1024 RGB JPEG clip ({decoded_mb:.0f} MB "
       f"decoded): ours {rss['ours']:.0f} MB, naive {rss['naive']:.0f} MB.",
       "",
@@ -146,6 +185,7 @@ def main() -> None:
   print(table)
   if not args.no_write:
     write_results_block("data_prep", table)
+
 
 if __name__ == "__main__":
   main()

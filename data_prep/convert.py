@@ -77,7 +77,8 @@ def _sanitise(message: str, path: str, file_key: str) -> str:
 def probe(task: tuple[str, str, bytes, Options]) -> dict[str, Any]:
   """Header-level triage of one file -> a manifest row (+ private raw ids for planning)."""
   path, file_key, key, opts = task
-  row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": ""}
+  # "_"-prefixed fields are private to the run (raw path, raw study id): never written out.
+  row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": "", "_path": path}
   size = os.path.getsize(path)
   if size > opts.max_file_bytes:
     return {**row, "status": "rejected",
@@ -139,47 +140,88 @@ def shard_name(split: str, index: int, count: int) -> str:
 # ------------------------------------------------------------------------------ write
 
 
+def decode_reduction(info: dicom_reader.DicomInfo, size: int, side: int | None = None) -> int:
+  """Largest libjpeg DCT scale (1, 2, 4, 8) that still leaves >= `size` pixels across `side`
+  source pixels (default: the frame's short side), so the final resize never upsamples."""
+  side = min(info.rows, info.columns) if side is None else side
+  r = 1
+  while r < 8 and side / (2 * r) >= size:
+    r *= 2
+  return r
+
+
 def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict]:
-  """One clip -> (record dict, manifest fields). Raises DicomReadError on bad pixel data."""
+  """One clip -> (record dict, manifest fields). Raises DicomReadError on bad pixel data.
+
+  One pass over the file in the common case: the first frames set the geometry, then all
+  frames are processed. JPEG clips are decoded at a reduced DCT scale when the sector is still
+  >= opts.size pixels across at that scale (checked on the sample; if not, decoding restarts
+  at a finer scale). The EchoPrime preset always decodes at full size, as released.
+  """
   info = dicom_reader.read_info(path, opts.fallback_fps)
-  # One pass over the file: the first frames set the geometry, then all frames are processed.
-  source = dicom_reader.iter_frames(info, opts.max_frames)
-  first = [dicom_reader.to_rgb(f) for f in itertools.islice(source, opts.geometry_sample)]
-  if not first:
-    raise dicom_reader.DicomReadError(f"{path}: zero frames")
-  sample = np.stack(first)  # one copy of the sample frames, not two
-  del first
-  geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
-  encoded, gray = [], True
-  frames = []
+  reduce = decode_reduction(info, opts.size) if opts.preset == "sector" else 1
+  while True:
+    source = dicom_reader.iter_frames(info, opts.max_frames, reduce)
+    first = list(itertools.islice(source, opts.geometry_sample))
+    if not first:
+      raise dicom_reader.DicomReadError(f"{path}: zero frames")
+    sample = np.stack(first)  # one copy of the sample frames, not two
+    del first
+    geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
+    scale = info.rows / sample.shape[1]  # > 1 when libjpeg decoded at reduced size
+    finer = decode_reduction(info, opts.size, int(round(geometry.crop[2] * scale)))
+    if reduce == 1 or finer >= reduce or scale == 1:
+      break
+    source.close()  # the sector is too small for this scale: decode again, finer
+    reduce = finer
+  # Grey content in an RGB container (most B-mode clips) is processed and stored as one
+  # channel: a third of the resize and encode work. Colour anywhere in the sector (Doppler)
+  # switches the clip back to RGB; frames already done are grey, so replicating them is exact.
+  probe_px = np.nonzero(geometry.mask[::4, ::4])
+  frames, colour = [], False
   for frame in itertools.chain(sample, source):
-    out = geometry.apply(dicom_reader.to_rgb(frame))
-    frames.append(out)
-    if gray and out.ndim == 3 and (np.abs(out[..., 0].astype(np.int16) - out[..., 1]).max() > 2 or
-                                   np.abs(out[..., 2].astype(np.int16) - out[..., 1]).max() > 2):
-      gray = False
+    if frame.ndim == 3 and not colour:
+      if _has_colour(frame[::4, ::4][probe_px]):
+        colour = True
+      else:
+        frame = np.ascontiguousarray(frame[..., 1])
+    frames.append(geometry.apply(frame))
   if not frames:
     raise dicom_reader.DicomReadError(f"{path}: zero frames")
-  for out in frames:
-    encoded.append(record_schema.encode_frame(out[..., 0] if gray else out, opts.frame_format,
-                                              opts.jpeg_quality))
+  if colour:
+    frames = [dicom_reader.to_rgb(f) for f in frames]
+  encoded = [record_schema.encode_frame(f, opts.frame_format, opts.jpeg_quality) for f in frames]
+  channels = 3 if colour else 1
   record = {
       "video_id": row["video_id"], "study_id": row["study_id"], "patient_id": row["patient_id"],
       "split": row["split"], "view": row.get("view", ""), "frames": encoded,
       "frame_format": opts.frame_format, "fps_source": info.fps_source,
       "region_source": geometry.source, "num_frames": len(frames), "height": opts.size,
-      "width": opts.size, "channels": 1 if gray else 3, "fps": info.fps,
-      "crop": np.asarray(geometry.crop, np.int32),
+      "width": opts.size, "channels": channels, "fps": info.fps,
+      "crop": np.round(np.asarray(geometry.crop) * scale).astype(np.int32),
       "source_shape": np.asarray([info.rows, info.columns], np.int32),
       "schema_version": record_schema.SCHEMA_VERSION,
   }
   return record, {"num_frames": len(frames), "region_source": geometry.source,
-                  "channels": 1 if gray else 3, "bytes": sum(len(b) for b in encoded)}
+                  "channels": channels, "bytes": sum(len(b) for b in encoded)}
 
 
-def write_shard(task: tuple[dict[str, Any], dict[str, str], str, Options]) -> list[dict]:
+def _has_colour(pixels: np.ndarray, spread: int = 6, fraction: float = 1e-3) -> bool:
+  """(N, 3) uint8 sector pixels -> True if more than `fraction` have channels `spread` apart.
+
+  The tolerance absorbs JPEG chroma rounding of grey content; Doppler colour and tinted
+  B-mode maps are far above it.
+  """
+  if pixels.size == 0:
+    return False
+  px = pixels.astype(np.int16)
+  spread_px = np.maximum(np.abs(px[:, 0] - px[:, 1]), np.abs(px[:, 2] - px[:, 1]))
+  return bool((spread_px > spread).mean() > fraction)
+
+
+def write_shard(task: tuple[dict[str, Any], str, Options]) -> list[dict]:
   """Writes one shard atomically; returns its manifest rows (also saved beside it)."""
-  shard, paths, out_dir, opts = task
+  shard, out_dir, opts = task
   from array_record.python.array_record_module import ArrayRecordWriter
   name = shard_name(shard["split"], shard["index"], shard["count"])
   final, rows_path = os.path.join(out_dir, name), os.path.join(out_dir, "rows", name + ".jsonl")
@@ -192,7 +234,7 @@ def write_shard(task: tuple[dict[str, Any], dict[str, str], str, Options]) -> li
   rows, index = [], 0
   for row in shard["files"]:
     public = {k: v for k, v in row.items() if not k.startswith("_")}
-    path = paths[row["file_key"]]
+    path = row["_path"]
     try:
       record, extra = convert_video(path, row, opts)
       writer.write(codec.encode(record))
@@ -264,33 +306,28 @@ def write_tfds_metadata(out_dir: str, rows: list[dict[str, Any]]) -> None:
                                      check_data=False)
 
 
-def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: str | None = None,
-        labels_path: str | None = None, workers: int = 1, mapping_file: str | None = None,
-        progress: bool = True) -> list[dict[str, Any]]:
-  """The whole conversion; returns the manifest rows."""
-  from tqdm import tqdm
-  os.makedirs(out_dir, exist_ok=True)
-  pseudo = deid.Pseudonymizer(key)
+def list_inputs(input_dir: str, pseudo: deid.Pseudonymizer) -> dict[str, str]:
+  """{file_key: path} for every file under input_dir (hidden files ignored). The key is the
+  keyed pseudonym of the path relative to input_dir, so it is stable across runs and hosts."""
   files = sorted(os.path.join(root, n) for root, _, names in os.walk(input_dir)
                  for n in names if not n.startswith("."))
-  keys = {p: pseudo("file", os.path.relpath(p, input_dir)) for p in files}
-  paths = {k: p for p, k in keys.items()}
-  labels = {}
-  if labels_path:
-    with open(labels_path, newline="") as f:
-      table = list(csv.DictReader(f))
-    base = os.path.dirname(os.path.abspath(labels_path))  # paths relative to the labels file
-    by_abs = {os.path.abspath(p): k for p, k in keys.items()}
-    labels = {by_abs.get(os.path.join(base, f)): v for f, v in ((r["file"], r["view"]) for r in table)}
-  log.info("%d input files (key kind: %s)", len(files), "INSECURE TEST" if pseudo.insecure
-           else "secret")
+  return {pseudo("file", os.path.relpath(p, input_dir)): p for p in files}
 
-  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-  mapper = pool.imap if pool else map
-  tasks = [(p, keys[p], key, opts) for p in files]
-  rows = list(tqdm(mapper(probe, tasks), total=len(tasks), desc="probe", unit="file",
-                   disable=not progress))
-  report_by_key = load_reports(reports_path) if reports_path else {}
+
+def load_labels(labels_path: str, paths: dict[str, str]) -> dict[str, str]:
+  """{file_key: view} from a CSV (file, view) whose paths are relative to the CSV itself."""
+  with open(labels_path, newline="") as f:
+    table = list(csv.DictReader(f))
+  base = os.path.dirname(os.path.abspath(labels_path))
+  by_abs = {os.path.abspath(p): k for k, p in paths.items()}
+  return {by_abs[os.path.join(base, r["file"])]: r["view"] for r in table
+          if os.path.join(base, r["file"]) in by_abs}
+
+
+def assign(rows: list[dict[str, Any]], opts: Options, report_by_key: dict[str, str],
+           labels: dict[str, str], have_reports: bool
+           ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+  """Sets split and view on probed rows; returns (rows to convert, {study_id: report})."""
   study_reports: dict[str, str] = {}
   pending = []
   for row in rows:
@@ -300,31 +337,37 @@ def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: s
     row["view"] = labels.get(row["file_key"], "")
     if row["_raw_study"] in report_by_key:
       study_reports[row["study_id"]] = report_by_key[row["_raw_study"]]
-    elif opts.drop_without_report and reports_path:
+    elif opts.drop_without_report and have_reports:
       row.update(status="skipped", reason="study has no report (--drop-studies-without-report)")
       continue
     pending.append(row)
+  return pending, study_reports
 
-  shards = plan_shards(pending, opts)
+
+def record_plan(out_dir: str, shards: list[dict[str, Any]], opts: Options) -> None:
+  """Writes plan.json; refuses an output folder holding a conversion of something else."""
+  os.makedirs(out_dir, exist_ok=True)
   plan_id = hashlib.sha256(json.dumps(
       [[s["split"], s["index"], [r["file_key"] for r in s["files"]]] for s in shards]
       + [dataclasses.asdict(opts)], sort_keys=True, default=str).encode()).hexdigest()
   plan_path = os.path.join(out_dir, "plan.json")
-  if os.path.exists(plan_path) and json.load(open(plan_path))["plan_id"] != plan_id:
-    raise SystemExit(f"{out_dir} holds a conversion of different inputs or options; "
-                     "use a new --output")
+  if os.path.exists(plan_path):
+    with open(plan_path) as f:
+      if json.load(f)["plan_id"] != plan_id:
+        raise SystemExit(f"{out_dir} holds a conversion of different inputs or options; "
+                         "use a new --output")
   with open(plan_path, "w") as f:
     json.dump({"plan_id": plan_id, "shards": len(shards),
                "schema_version": record_schema.SCHEMA_VERSION}, f)
-  shard_tasks = [(s, paths, out_dir, opts) for s in shards]
-  written = []
-  for shard_rows in tqdm(mapper(write_shard, shard_tasks), total=len(shard_tasks),
-                         desc="shards", unit="shard", disable=not progress):
-    written.extend(shard_rows)
-  if pool:
-    pool.close()
-    pool.join()
 
+
+def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any]],
+           study_reports: dict[str, str], input_dir: str, mapping_file: str | None = None
+           ) -> list[dict[str, Any]]:
+  """manifest.parquet, studies.parquet, TFDS metadata, the owner's mapping; returns the manifest.
+
+  rows: every probed file (one each); written: the rows the shard writers returned.
+  """
   by_key = {r["file_key"]: r for r in written}
   manifest = [by_key.get(r["file_key"], {k: v for k, v in r.items() if not k.startswith("_")})
               for r in rows]
@@ -347,7 +390,7 @@ def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: s
     with open(mapping_file, "w") as f:  # owner-only: raw ids <-> pseudonyms
       for r in rows:
         f.write(json.dumps({"file_key": r["file_key"],
-                            "path": os.path.relpath(paths[r["file_key"]], input_dir),
+                            "path": os.path.relpath(r["_path"], input_dir),
                             "raw_study": r.get("_raw_study", ""),
                             "study_id": r.get("study_id", "")}) + "\n")
   counts = {s: sum(r["status"] == s for r in manifest) for s in ("converted", "skipped",
@@ -356,8 +399,41 @@ def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: s
   return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m data_prep.convert", description=__doc__,
+def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: str | None = None,
+        labels_path: str | None = None, workers: int = 1, mapping_file: str | None = None,
+        progress: bool = True) -> list[dict[str, Any]]:
+  """The whole conversion on one machine (worker processes); returns the manifest rows."""
+  from tqdm import tqdm
+  os.makedirs(out_dir, exist_ok=True)
+  pseudo = deid.Pseudonymizer(key)
+  paths = list_inputs(input_dir, pseudo)
+  labels = load_labels(labels_path, paths) if labels_path else {}
+  log.info("%d input files (key kind: %s)", len(paths), "INSECURE TEST" if pseudo.insecure
+           else "secret")
+
+  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+  mapper = pool.imap if pool else map
+  tasks = [(p, k, key, opts) for k, p in sorted(paths.items(), key=lambda kv: kv[1])]
+  rows = list(tqdm(mapper(probe, tasks), total=len(tasks), desc="probe", unit="file",
+                   disable=not progress))
+  report_by_key = load_reports(reports_path) if reports_path else {}
+  pending, study_reports = assign(rows, opts, report_by_key, labels, bool(reports_path))
+  shards = plan_shards(pending, opts)
+  record_plan(out_dir, shards, opts)
+  written = []
+  for shard_rows in tqdm(mapper(write_shard, [(s, out_dir, opts) for s in shards]),
+                         total=len(shards), desc="shards", unit="shard", disable=not progress):
+    written.extend(shard_rows)
+  if pool:
+    pool.close()
+    pool.join()
+  return finish(out_dir, rows, written, study_reports, input_dir, mapping_file)
+
+
+def build_parser(prog: str = "python -m data_prep.convert",
+                 description: str = __doc__) -> argparse.ArgumentParser:
+  """The conversion flags (shared with data_prep.beam_convert)."""
+  p = argparse.ArgumentParser(prog=prog, description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--input", required=True, help="archive folder (searched recursively)")
   p.add_argument("--output", required=True, help="shard folder (created; reruns resume)")
@@ -390,23 +466,37 @@ def main(argv: list[str] | None = None) -> int:
                  help="files larger than this are rejected as oversized (default 8)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
                  help="worker processes (default: all cores)")
-  args = p.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  return p
+
+
+def key_and_options(args: argparse.Namespace) -> tuple[bytes, Options]:
+  """Parsed flags -> (de-identification key, Options). ValueError says what is wrong."""
   try:
     key = deid.load_key(args.key_file, args.insecure_test_key)
   except deid.MissingKeyError as e:
+    raise ValueError(str(e)) from e
+  try:
+    fractions = tuple(float(x) for x in args.split_fractions.split(","))
+  except ValueError:
+    fractions = ()
+  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+    raise ValueError("--split-fractions needs three non-negative numbers")
+  return key, Options(size=args.size, preset=args.preset, max_frames=args.max_frames,
+                      keep_stills=args.keep_stills, frame_format=args.frame_format,
+                      jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
+                      split_fractions=fractions, fallback_fps=args.fallback_fps,
+                      join_on=args.join_on, drop_without_report=args.drop_studies_without_report,
+                      max_file_bytes=int(args.max_file_gb * (1 << 30)))
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  try:
+    key, opts = key_and_options(args)
+  except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  fractions = tuple(float(x) for x in args.split_fractions.split(","))
-  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
-    print("error: --split-fractions needs three non-negative numbers", file=sys.stderr)
-    return 2
-  opts = Options(size=args.size, preset=args.preset, max_frames=args.max_frames,
-                 keep_stills=args.keep_stills, frame_format=args.frame_format,
-                 jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
-                 split_fractions=fractions, fallback_fps=args.fallback_fps, join_on=args.join_on,
-                 drop_without_report=args.drop_studies_without_report,
-                 max_file_bytes=int(args.max_file_gb * (1 << 30)))
   run(args.input, args.output, key, opts, args.reports, args.labels, args.workers,
       args.mapping_file)
   return 0

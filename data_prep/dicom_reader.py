@@ -17,10 +17,15 @@ Frame timing, first match wins (documented order):
   4. RecommendedDisplayFrameRate (0008,2144), frames/s
   5. the caller's fallback (`fallback_fps`), recorded as such.
 
-Bounded memory: frames come one at a time from `pydicom.pixels.iter_pixels` on the file path,
-which reads one frame's bytes (or one encapsulated frame's fragments) per step, so a
-1,000-frame 1024x768 clip never has to exist decoded in RAM at once. (Deflated files are the
-exception: they are inflated in memory first.)
+Bounded memory: frames come one at a time, reading one frame's bytes (or one encapsulated
+frame's fragments) per step, so a 1,000-frame 1024x768 clip never has to exist decoded in RAM at
+once. (Deflated files are the exception: they are inflated in memory first.)
+
+Decoders: 8-bit JPEG baseline/extended (what most echo carts write) is decoded by Pillow's
+libjpeg-turbo straight from the encapsulated frames: YCbCr->RGB happens inside libjpeg (the one
+conversion), and `reduce` asks libjpeg to decode at 1/2, 1/4 or 1/8 size in the DCT, which is
+what makes conversion to 224 px fast. Everything else goes through `pydicom.pixels.iter_pixels`
+and its plugins (pylibjpeg, openjpeg, JPEG-LS, RLE), which ignore `reduce`.
 
 This module reads PHI-bearing headers; it returns them only inside `DicomInfo.identifiers`,
 which data prep hashes before anything is written. NumPy/pydicom only, no JAX.
@@ -29,12 +34,14 @@ which data prep hashes before anything is written. NumPy/pydicom only, no JAX.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Iterator
 
 import numpy as np
 import pydicom
-from pydicom import pixels
+from PIL import Image
+from pydicom import encaps, pixels
 from pydicom.errors import InvalidDicomError
 
 # SOP classes that hold ultrasound images.
@@ -191,41 +198,99 @@ def _regions(ds: pydicom.Dataset) -> tuple[Region, ...]:
   return tuple(out)
 
 
-def iter_frames(info: DicomInfo, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def iter_frames(info: DicomInfo, max_frames: int | None = None, reduce: int = 1
+                ) -> Iterator[np.ndarray]:
   """Decoded frames, one at a time: (H, W) uint8 for grayscale, (H, W, 3) uint8 RGB otherwise.
 
+  reduce: 1, 2, 4 or 8. For 8-bit JPEG baseline/extended, frames are decoded at
+  (ceil(H / reduce), ceil(W / reduce)) by libjpeg's DCT scaling; other syntaxes return full
+  size. Callers that pass reduce > 1 read the scale off the frame shape.
   Raises DicomReadError (naming the file) if the pixel data cannot be decoded.
   """
   if info.photometric not in SUPPORTED_PHOTOMETRIC:
     raise DicomReadError(f"{info.path}: unsupported PhotometricInterpretation "
                          f"{info.photometric!r}")
+  if reduce not in (1, 2, 4, 8):
+    raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
   count = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
-  palette_ds = pydicom.dcmread(info.path, stop_before_pixels=True) \
-      if info.photometric == "PALETTE COLOR" else None
-  # Deflated files cannot be read frame by frame from disk: the whole dataset is inflated in
-  # memory first (rare in echo archives; every other syntax streams from the file).
-  src = pydicom.dcmread(info.path) if info.transfer_syntax == DEFLATED else info.path
-  # Pillow's JPEG decoder (libjpeg-turbo, YCbCr->RGB in C) is ~2x faster than the default
-  # plugin for the baseline/extended JPEG most carts write; any other plugin is the fallback.
-  plugins = ["pillow", ""] if info.transfer_syntax in _PILLOW_JPEG else [""]
+  decoders = [lambda: _pydicom_frames(info, count)]
+  if _libjpeg_direct(info):
+    decoders.insert(0, lambda: _jpeg_frames(info, count, reduce))
   produced = 0
-  for attempt, plugin in enumerate(plugins):
+  for attempt, decoder in enumerate(decoders):
     try:
-      for frame in pixels.iter_pixels(src, indices=range(count), as_rgb=True,
-                                      decoding_plugin=plugin):
-        yield _to_uint8(frame, info, palette_ds)
+      for frame in decoder():
+        yield frame
         produced += 1
       break
     except DicomReadError:
       raise
     except Exception as e:  # decoder errors come in many types; the caller records the reason
-      if produced == 0 and attempt + 1 < len(plugins):
-        continue  # nothing yielded yet: retry with the next plugin
+      if produced == 0 and attempt + 1 < len(decoders):
+        continue  # nothing yielded yet: retry with the next decoder
       raise DicomReadError(f"{info.path}: cannot decode pixel data "
                            f"({type(e).__name__}: {e})") from e
   if produced < count:
     raise DicomReadError(f"{info.path}: pixel data holds {produced} frames, header says "
                          f"{info.num_frames}")
+
+
+def _pydicom_frames(info: DicomInfo, count: int) -> Iterator[np.ndarray]:
+  """Any syntax pydicom's plugins can decode, with pydicom's colour handling (as_rgb)."""
+  palette_ds = pydicom.dcmread(info.path, stop_before_pixels=True) \
+      if info.photometric == "PALETTE COLOR" else None
+  # Deflated files cannot be read frame by frame from disk: the whole dataset is inflated in
+  # memory first (rare in echo archives; every other syntax streams from the file).
+  src = pydicom.dcmread(info.path) if info.transfer_syntax == DEFLATED else info.path
+  for frame in pixels.iter_pixels(src, indices=range(count), as_rgb=True):
+    yield _to_uint8(frame, info, palette_ds)
+
+
+def _libjpeg_direct(info: DicomInfo) -> bool:
+  """8-bit JPEG baseline/extended in a photometric libjpeg can hand back as RGB or gray."""
+  return (info.transfer_syntax in _PILLOW_JPEG and info.bits_stored == 8 and
+          info.bits_allocated == 8 and info.num_frames >= 1 and
+          info.photometric in GRAY + ("RGB", "YBR_FULL", "YBR_FULL_422"))
+
+
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+
+
+def _jpeg_frames(info: DicomInfo, count: int, reduce: int) -> Iterator[np.ndarray]:
+  """Encapsulated JPEG frames decoded by Pillow, one fragment set at a time from the file."""
+  with open(info.path, "rb") as f:
+    ds = pydicom.dcmread(f, stop_before_pixels=True)  # leaves f at the Pixel Data tag
+    header = f.read(12)  # tag, VR "OB", 2 reserved bytes, undefined length (explicit VR LE)
+    if header[:4] != _PIXEL_DATA_TAG or header[8:] != b"\xff\xff\xff\xff":
+      raise ValueError("pixel data is not encapsulated")
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+      extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    frames = encaps.generate_frames(f, number_of_frames=info.num_frames,
+                                    extended_offsets=extended)
+    for _, data in zip(range(count), frames):
+      frame = _decode_jpeg(data, info, reduce)
+      yield 255 - frame if info.photometric == "MONOCHROME1" else frame
+
+
+def _decode_jpeg(data: bytes, info: DicomInfo, reduce: int) -> np.ndarray:
+  image = Image.open(io.BytesIO(data), formats=("JPEG",))
+  if info.samples_per_pixel == 1:
+    mode = "L"
+  elif "adobe_transform" in image.info:
+    mode = "RGB"  # the APP14 marker says whether a colour transform was applied; libjpeg obeys
+  elif info.photometric == "RGB":
+    mode = "YCbCr"  # components stored untransformed: ask libjpeg for them raw, they are RGB
+  else:
+    mode = "RGB"  # YBR_FULL(_422): libjpeg converts to RGB, the one conversion
+  w, h = image.size
+  image.draft(mode, (-(-w // reduce), -(-h // reduce)))
+  if image.mode != mode:
+    raise ValueError(f"libjpeg gave mode {image.mode}, expected {mode}")
+  frame = np.asarray(image)
+  if frame.ndim != (2 if mode == "L" else 3):
+    raise ValueError(f"unexpected decoded shape {frame.shape}")
+  return frame
 
 
 def _to_uint8(frame: np.ndarray, info: DicomInfo, palette_ds) -> np.ndarray:

@@ -61,7 +61,10 @@ class Codec:
     self._parser = example_parser.ExampleParserNp(self.features.get_serialized_info())
 
   def encode(self, record: dict[str, Any]) -> bytes:
-    return self._serializer.serialize_example(self.features.encode_example(record))
+    # Deterministic: the features map is written in key order, so the same record gives the
+    # same bytes in any process (shards are reproducible and comparable byte for byte).
+    example = self._serializer.get_tf_example(self.features.encode_example(record))
+    return example.SerializeToString(deterministic=True)
 
   def decode(self, data: bytes) -> dict[str, Any]:
     return self.features.decode_example_np(self._parser.parse_example(data))

@@ -41,14 +41,30 @@ class Geometry:
   source: str  # "dicom" | "estimated" | "full"
   resample: str = "area"  # "area" (default, good for downscaling) | "bicubic" (EchoPrime)
 
+  def _cached(self, name: str, make):
+    """Per-geometry constants, computed once (the dataclass is frozen, so set directly)."""
+    if name not in self.__dict__:
+      object.__setattr__(self, name, make())
+    return self.__dict__[name]
+
   def _square_mask(self) -> np.ndarray:
-    """The mask cropped like the frames, as 0/1 uint8 (computed once per geometry)."""
-    cached = self.__dict__.get("_mask_crop")
-    if cached is None:
-      x0, y0, side = self.crop
-      cached = _crop_padded(self.mask.astype(np.uint8), x0, y0, side)
-      object.__setattr__(self, "_mask_crop", cached)
-    return cached
+    """The mask cropped like the frames, as 0/1 uint8 (source resolution)."""
+    x0, y0, side = self.crop
+    return self._cached("_mask_crop",
+                        lambda: _crop_padded(self.mask.astype(np.uint8), x0, y0, side))
+
+  def _output_mask(self) -> np.ndarray:
+    """(size, size) 0/1 uint8: output pixels whose whole resampling footprint is in the sector.
+
+    The mask is resized with the same box filter as the frames; a value of exactly 1 means
+    every source pixel that contributes to that output pixel is inside the sector, so nothing
+    from outside (burned-in text) can leak in through the resize.
+    """
+    def make():
+      square = Image.fromarray(self._square_mask().astype(np.float32), mode="F")
+      small = np.asarray(square.resize((self.size, self.size), Image.Resampling.BOX))
+      return (small >= 1.0 - 1e-4).astype(np.uint8)
+    return self._cached("_mask_out", make)
 
   @property
   def sector_box(self) -> tuple[int, int, int, int]:
@@ -59,13 +75,28 @@ class Geometry:
   def apply(self, frame: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, C) uint8 -> (size, size[, C]) uint8 with everything outside zeroed."""
     x0, y0, side = self.crop
-    square = _crop_padded(frame, x0, y0, side)
-    mask = self._square_mask()
-    square *= mask[..., None] if square.ndim == 3 else mask
-    method = Image.Resampling.BICUBIC if self.resample == "bicubic" else Image.Resampling.BOX
-    if side == self.size:
-      return square
-    return np.asarray(Image.fromarray(square).resize((self.size, self.size), method))
+    if self.resample == "bicubic":
+      # EchoPrime's look: mask at source resolution, then bicubic (whose negative lobes
+      # would defeat the footprint test below).
+      square = _crop_padded(frame, x0, y0, side)
+      mask = self._square_mask()
+      square *= mask[..., None] if square.ndim == 3 else mask
+      if side == self.size:
+        return square
+      return np.asarray(Image.fromarray(square).resize((self.size, self.size),
+                                                       Image.Resampling.BICUBIC))
+    # Area path, all in Pillow's C code: crop (zero-padded past the edges) + box resize, then
+    # the output-resolution mask. ~5x cheaper than masking at source resolution.
+    h, w = frame.shape[:2]
+    box = (x0, y0, x0 + side, y0 + side)
+    image = Image.fromarray(frame)
+    if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h:
+      small = image.resize((self.size, self.size), Image.Resampling.BOX, box=box)
+    else:
+      small = image.crop(box).resize((self.size, self.size), Image.Resampling.BOX)
+    mask = self._output_mask()
+    out = np.asarray(small)
+    return out * (mask[..., None] if out.ndim == 3 else mask)
 
 
 def _crop_padded(frame: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
@@ -88,9 +119,13 @@ def moving_sector(frames: np.ndarray, min_std: float = 2.0, min_fraction: float 
   if frames.shape[0] < 2:
     return None
   h, w = frames.shape[1:3]
-  # Every 2nd pixel: a 4x cheaper std, and sector edges are smooth at that scale.
-  sub = frames[:, ::2, ::2]
-  gray = sub.mean(axis=-1, dtype=np.float32) if sub.ndim == 4 else sub.astype(np.float32)
+  # Large frames: every 2nd pixel (a 4x cheaper std; sector edges are smooth at that scale).
+  step = 2 if min(h, w) >= 400 else 1
+  sub = frames[:, ::step, ::step]
+  if sub.ndim == 4:  # channel sum as elementwise adds: ~10x faster than mean(axis=-1)
+    gray = (sub[..., 0].astype(np.uint16) + sub[..., 1] + sub[..., 2]).astype(np.float32) / 3
+  else:
+    gray = sub.astype(np.float32)
   moving = gray.std(axis=0) > min_std
   # Close small gaps (dark blood pools move little), drop isolated specks (blinking cursors).
   moving = ndimage.binary_opening(ndimage.binary_closing(moving, iterations=3), iterations=2)
@@ -101,7 +136,7 @@ def moving_sector(frames: np.ndarray, min_std: float = 2.0, min_fraction: float 
   component = labels == (int(np.argmax(sizes)) + 1)
   if component.mean() < min_fraction:
     return None
-  full = np.repeat(np.repeat(_convex_fill(component), 2, axis=0), 2, axis=1)
+  full = np.repeat(np.repeat(_convex_fill(component), step, axis=0), step, axis=1)
   return full[:h, :w]
 
 
@@ -140,12 +175,18 @@ def compute_geometry(info: DicomInfo, sample: np.ndarray, size: int = 224,
 
   preset "sector": crop a square around the sector (default). "echoprime": the released
   geometry (centre square crop of the frame, 10% zoom-in per side, bicubic).
+  A sample decoded at reduced size (`dicom_reader.iter_frames(reduce=r)`) gives a geometry in
+  those coordinates; the DICOM region is scaled to match.
   """
   if preset not in ("sector", "echoprime"):
     raise ValueError(f"preset must be 'sector' or 'echoprime', got {preset!r}")
   h, w = sample.shape[1:3]
   cone = moving_sector(sample)
   region = info.tissue_region()
+  if region is not None and (h, w) != (info.rows, info.columns) and info.rows and info.columns:
+    fy, fx = h / info.rows, w / info.columns
+    region = dataclasses.replace(region, x0=int(region.x0 * fx), y0=int(region.y0 * fy),
+                                 x1=int(region.x1 * fx), y1=int(region.y1 * fy))
   rect = _region_mask(region, (h, w)) if region is not None else None
   if rect is not None:
     refined = rect & cone if cone is not None else None

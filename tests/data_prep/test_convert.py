@@ -3,46 +3,14 @@
 import json
 import os
 
+import numpy as np
 import pydicom
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep import convert, deid, record_schema, synthetic
+from data_prep import convert, deid, dicom_writer, record_schema, synthetic
 
-OPTS = convert.Options(size=64, max_frames=8, videos_per_shard=4, split_fractions=(0.5, 0.25, 0.25),
-                       max_file_bytes=3 << 20)
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory):
-  root = tmp_path_factory.mktemp("archive")
-  synthetic.write_archive(str(root), studies=6, seed=3, frames=10, size=(96, 128), progress=False)
-  junk = root / "dicom" / "junk"
-  junk.mkdir()
-  (junk / "notes.txt").write_text("Patient: " + "not an image")
-  good = next((root / "dicom" / "study_00000").glob("00.dcm")).read_bytes()
-  (junk / "truncated.dcm").write_bytes(good[: len(good) // 2])
-  (junk / "empty.dcm").write_bytes(b"")
-  ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
-  ds.NumberOfFrames = 0
-  ds.save_as(junk / "zero_frames.dcm")
-  ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
-  ds.Modality, ds.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
-  ds.save_as(junk / "ct.dcm")
-  (junk / "huge.dcm").write_bytes(good + b"\0" * (3 << 20))  # over the test's 3 MiB limit
-  return root
-
-
-def _convert(archive, out, **kw):
-  return convert.run(str(archive / "dicom"), str(out), deid.INSECURE_TEST_KEY,
-                     kw.pop("opts", OPTS), str(archive / "reports.csv"),
-                     str(archive / "videos.csv"), progress=False, **kw)
-
-
-@pytest.fixture(scope="module")
-def converted(archive, tmp_path_factory):
-  out = tmp_path_factory.mktemp("shards")
-  return out, _convert(archive, out, workers=2)
+from tests.data_prep.archive import OPTS, convert_archive as _convert
 
 
 def test_every_input_file_is_in_the_manifest_once(archive, converted):
@@ -138,3 +106,70 @@ def test_refuses_without_a_key(archive, tmp_path, monkeypatch, capsys):
   assert convert.main(["--input", str(archive / "dicom"), "--output", str(tmp_path)]) == 2
   assert "--insecure-test-key" in capsys.readouterr().err
   assert not os.listdir(tmp_path)
+
+
+def test_decode_reduction_never_upsamples():
+  info = dict(rows=768, columns=1024)
+  reduction = lambda side=None, **kw: convert.decode_reduction(  # noqa: E731
+      type("Info", (), {**info, **kw})(), 224, side)
+  assert reduction() == 2  # 768 / 2 = 384 >= 224; / 4 = 192 is not
+  assert reduction(side=900) == 4 and reduction(side=300) == 1 and reduction(side=5000) == 8
+  assert reduction(rows=200, columns=300) == 1
+
+
+def test_reduced_jpeg_decoding_matches_full_decoding(tmp_path, monkeypatch):
+  """Large JPEG clips are decoded at a reduced DCT scale; the output barely changes."""
+  synthetic.write_archive(str(tmp_path), studies=2, seed=1, frames=6, size=(600, 800),
+                          still_fraction=0.0, progress=False)
+  path = next(str(p) for p in sorted((tmp_path / "dicom").rglob("*.dcm"))
+              if str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+              == "1.2.840.10008.1.2.4.50")
+  row = {"video_id": "v", "study_id": "s", "patient_id": "p", "split": "train"}
+  opts = convert.Options(size=128)
+  seen = []
+  iter_frames = convert.dicom_reader.iter_frames
+  monkeypatch.setattr(convert.dicom_reader, "iter_frames",
+                      lambda info, n, reduce=1: seen.append(reduce) or iter_frames(info, n, reduce))
+  fast, _ = convert.convert_video(path, row, opts)
+  reduce = seen[-1]
+  assert reduce > 1  # the sector is > 2 x 128 px across: decoded at reduced scale
+  monkeypatch.setattr(convert, "decode_reduction", lambda *a: 1)
+  full, _ = convert.convert_video(path, row, opts)
+  assert seen[-1] == 1
+  # crop in source pixels; the sector estimate at 1/reduce scale is good to a few pixels there
+  assert abs(fast["crop"] - full["crop"]).max() <= 3 * reduce
+  a, b = record_schema.decode_frames(fast), record_schema.decode_frames(full)
+  assert a.shape == b.shape and a.shape[:3] == (6, 128, 128)
+  assert abs(a.astype(int) - b).mean() < 4.0
+
+
+def _speckle_cone(frames=6, h=120, w=160, seed=0):
+  """(T, H, W, 3) grey speckle moving in a cone, coloured ECG trace outside it."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:h, :w]
+  cone = (np.hypot(xx - w / 2, yy) < h - 5) & (np.abs(np.arctan2(xx - w / 2, yy)) < 0.7)
+  video = np.zeros((frames, h, w, 3), np.uint8)
+  for t in range(frames):
+    video[t][cone] = rng.integers(30, 220, cone.sum(), dtype=np.uint8)[:, None]
+  video[:, 3:6, 2:30] = (0, 255, 0)  # a green trace in the corner, outside the sector
+  return video, cone
+
+
+@pytest.mark.parametrize("encoding", ["explicit_le", "jpeg_baseline"])
+def test_grey_content_is_stored_as_one_channel_and_doppler_as_rgb(tmp_path, encoding):
+  row = {"video_id": "v", "study_id": "s", "patient_id": "p", "split": "train"}
+  opts = convert.Options(size=64)
+  video, cone = _speckle_cone()
+  grey = dicom_writer.write_us_dicom(str(tmp_path / "grey.dcm"), video, encoding)
+  record, extra = convert.convert_video(grey, row, opts)
+  assert record["channels"] == extra["channels"] == 1
+  assert record_schema.decode_frames(record).shape == (6, 64, 64, 1)
+  doppler = video.copy()
+  doppler[3:, 40:70, 70:90] = (200, 30, 30)  # a red jet inside the sector, from frame 3 on
+  path = dicom_writer.write_us_dicom(str(tmp_path / "doppler.dcm"), doppler, encoding)
+  record, _ = convert.convert_video(path, row, opts)
+  assert record["channels"] == 3
+  out = record_schema.decode_frames(record).astype(int)
+  red = out[..., 0] - out[..., 1] > 100
+  assert red[:3].sum() == 0 and red[3:].sum(axis=(1, 2)).min() > 30  # the jet, from frame 3 on
+  assert np.abs(out[:3, ..., 0] - out[:3, ..., 1]).max() <= 12  # early frames grey, replicated

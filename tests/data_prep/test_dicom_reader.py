@@ -175,3 +175,35 @@ def test_frames_stream_in_bounded_memory(tmp_path):
 def test_max_frames_caps_decoding():
   info = dr.read_info(_real("examples_ybr_color.dcm"))
   assert len(list(dr.iter_frames(info, max_frames=7))) == 7
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm",  # YBR_FULL_422, real echo clip
+                                  "SC_rgb_jpeg_dcmtk.dcm",  # YBR_FULL
+                                  "SC_rgb_dcmtk_+eb+cr.dcm",  # RGB, no colour transform
+                                  "SC_rgb_jpeg_app14_dcmd.dcm"])  # RGB, Adobe APP14 marker
+def test_libjpeg_direct_path_matches_pydicom(name):
+  """The fast JPEG path (libjpeg colour conversion) agrees with pydicom's own decoding."""
+  info = dr.read_info(_real(name))
+  assert dr._libjpeg_direct(info)
+  fast = np.stack(list(dr._jpeg_frames(info, info.num_frames, reduce=1)))  # no fallback
+  reference = np.stack(list(pydicom.pixels.iter_pixels(info.path, as_rgb=True)))
+  assert fast.shape == reference.shape
+  diff = np.abs(fast.astype(int) - reference)
+  assert diff.max() <= 3 and diff.mean() < 0.05  # IDCT / colour rounding only
+
+
+def test_reduced_jpeg_decode_is_the_downscaled_frame(tmp_path):
+  frames = _clip(gray=False)
+  path = dw.write_us_dicom(str(tmp_path / "jpg.dcm"), frames, "jpeg_baseline", jpeg_quality=95)
+  info = dr.read_info(path)
+  full = np.stack(list(dr.iter_frames(info))).astype(np.float32)
+  half = np.stack(list(dr.iter_frames(info, reduce=2))).astype(np.float32)
+  t, h, w, _ = full.shape
+  assert half.shape == (t, -(-h // 2), -(-w // 2), 3)
+  pooled = full[:, :h // 2 * 2, :w // 2 * 2].reshape(t, h // 2, 2, w // 2, 2, 3).mean((2, 4))
+  assert np.abs(half[:, :h // 2, :w // 2] - pooled).mean() < 3.0
+  # Syntaxes without DCT scaling ignore `reduce`.
+  rle = dw.write_us_dicom(str(tmp_path / "rle.dcm"), frames, "rle")
+  assert next(dr.iter_frames(dr.read_info(rle), reduce=2)).shape == frames.shape[1:]
+  with pytest.raises(ValueError, match="reduce"):
+    next(dr.iter_frames(info, reduce=3))

@@ -102,3 +102,26 @@ def test_crop_past_the_edge_pads_with_zeros():
   frame = np.full((10, 10), 7, np.uint8)
   out = region._crop_padded(frame, -5, -5, 20)
   assert out.shape == (20, 20) and out[:5].max() == 0 and out[5:15, 5:15].min() == 7
+
+
+def test_nothing_outside_the_sector_leaks_through_the_resize():
+  """Bright pixels right against the sector edge must not blur into the output (PHI)."""
+  h, w = 480, 640
+  cone = _cone(h, w, apex=(320, 10), radius=440, half_angle=0.7)
+  frame = np.where(cone[..., None], 0, 255).astype(np.uint8).repeat(3, -1)  # text everywhere out
+  geom = region.Geometry(cone, (320 - 240, 0, 480), 224, "dicom")
+  assert geom.apply(frame).max() == 0
+  inside = np.where(cone[..., None], 120, 0).astype(np.uint8).repeat(3, -1)
+  out = geom.apply(inside)
+  assert out.max() == 120 and (out[..., 0] == 120).mean() > 0.4  # the sector itself survives
+
+
+def test_geometry_from_a_reduced_sample_scales_the_dicom_region():
+  video, cone = _clip_with_text()
+  ys, xs = np.nonzero(cone)
+  rect = Region(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()), 1, 1)
+  full = region.compute_geometry(_info([rect]), video, size=64)
+  half = region.compute_geometry(_info([rect]), video[:, ::2, ::2], size=64)
+  assert half.source == "dicom" and half.mask.shape == (100, 150)
+  assert abs(half.crop[2] * 2 - full.crop[2]) <= 4
+  assert abs(half.crop[0] * 2 - full.crop[0]) <= 4 and abs(half.crop[1] * 2 - full.crop[1]) <= 4
