@@ -21,7 +21,6 @@ A rerun with the same inputs and options skips shards that completed, like the l
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys

@@ -1,4 +1,5 @@
-"""Test-wide settings: deterministic CPU maths, two threads for torch like the CI machine."""
+"""Test-wide settings (deterministic CPU maths, two host devices) and the shared synthetic
+archive fixtures (made once per session, only when a test asks for them)."""
 
 import os
 
@@ -7,3 +8,50 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+import pydicom  # noqa: E402
+import pytest  # noqa: E402
+
+from data_prep import synthetic  # noqa: E402
+from tests.archive import convert_archive  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory):
+  """6 synthetic studies (96x128 clips and stills) + a text file, a truncated file, an empty
+  file, a zero-frame file, a CT image and an oversized file."""
+  root = tmp_path_factory.mktemp("archive")
+  synthetic.write_archive(str(root), studies=6, seed=3, frames=10, size=(96, 128), progress=False)
+  junk = root / "dicom" / "junk"
+  junk.mkdir()
+  (junk / "notes.txt").write_text("Patient: " + "not an image")
+  good = next((root / "dicom" / "study_00000").glob("00.dcm")).read_bytes()
+  (junk / "truncated.dcm").write_bytes(good[: len(good) // 2])
+  (junk / "empty.dcm").write_bytes(b"")
+  ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
+  ds.NumberOfFrames = 0
+  ds.save_as(junk / "zero_frames.dcm")
+  ds = pydicom.dcmread(root / "dicom" / "study_00000" / "00.dcm")
+  ds.Modality, ds.SOPClassUID = "CT", "1.2.840.10008.5.1.4.1.1.2"
+  ds.save_as(junk / "ct.dcm")
+  (junk / "huge.dcm").write_bytes(good + b"\0" * (3 << 20))  # over the test's 3 MiB limit
+  return root
+
+
+@pytest.fixture(scope="session")
+def converted(archive, tmp_path_factory):
+  """(shard folder, manifest rows) of the archive converted with 2 worker processes."""
+  out = tmp_path_factory.mktemp("shards")
+  return out, convert_archive(archive, out, workers=2)
+
+
+@pytest.fixture(scope="session")
+def pipeline_data(converted, tmp_path_factory):
+  """(ShardIndex, ReportEncoder) over the converted archive; WordPiece trained on its reports."""
+  import pyarrow.parquet as pq
+  from echoprime_jax.data import tokenizer
+  from echoprime_jax.data.shards import ShardIndex
+  out, _ = converted
+  texts = [r["report"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
+  tok = tokenizer.train_wordpiece(texts, str(tmp_path_factory.mktemp("tok")), vocab_size=400)
+  return ShardIndex(str(out)), tokenizer.ReportEncoder(tok, max_len=64, section_len=16)

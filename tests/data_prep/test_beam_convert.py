@@ -6,7 +6,7 @@ import os
 import pyarrow.parquet as pq
 
 from data_prep import beam_convert, deid
-from tests.data_prep.archive import OPTS
+from tests.archive import OPTS
 
 
 def _table(path):

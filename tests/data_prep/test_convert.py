@@ -10,7 +10,7 @@ import pytest
 
 from data_prep import convert, deid, dicom_writer, record_schema, synthetic
 
-from tests.data_prep.archive import OPTS, convert_archive as _convert
+from tests.archive import convert_archive as _convert
 
 
 def test_every_input_file_is_in_the_manifest_once(archive, converted):

@@ -1,0 +1,170 @@
+"""Training input pipeline throughput per worker, and what it takes to feed one H200.
+
+  python benchmarks/input_pipeline.py            # prints the table, updates benchmarks/RESULTS.md
+  python benchmarks/input_pipeline.py --studies 4 --no-write --no-flops
+
+Measured on synthetic shards (data_prep.synthetic -> data_prep.convert, 224 px records):
+* training path, one thread in this process = one core's worth of worker: read the record,
+  decode the 16 sampled frames, augment (RandAugment + erasing), tokenise the report, batch;
+* the reference in the same run: decoding the same 16 frames alone (the floor of any path);
+* the same pipeline with --workers processes (mp_prefetch), for the scaling;
+* peak RSS of this process (VmHWM), and the pipeline's buffer settings.
+Then FLOPs per video-report pair from the compiled towers' XLA cost analysis (MViT-S clip +
+BERT-base 512 tokens, forward; training = 3x forward) give the pairs/s one H200 consumes at
+40% MFU (790 TFLOP/s dense bf16) and the cores needed at the measured per-worker rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
+from data_prep import convert, deid, synthetic  # noqa: E402
+from echoprime_jax.data import clips, pipeline, tokenizer  # noqa: E402
+from echoprime_jax.data.shards import ShardIndex  # noqa: E402
+
+H200_BF16_FLOPS = 790e12
+MFU = 0.4
+
+
+def _make_shards(tmp: str, studies: int, frames: int) -> str:
+  archive = os.path.join(tmp, "archive")
+  synthetic.write_archive(archive, studies, seed=0, frames=frames, size=(480, 640),
+                          still_fraction=0.0, progress=False)
+  out = os.path.join(tmp, "shards")
+  convert.run(os.path.join(archive, "dicom"), out, deid.INSECURE_TEST_KEY,
+              convert.Options(split_fractions=(1.0, 0.0, 0.0)),
+              os.path.join(archive, "reports.csv"), os.path.join(archive, "videos.csv"),
+              workers=os.cpu_count() or 1, progress=False)
+  return out
+
+
+def _clips_per_s(ds, batches: int, batch_size: int) -> float:
+  it = iter(ds)
+  next(it)  # start-up (threads, workers, first reads) is not throughput
+  t = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  return batches * batch_size / (time.perf_counter() - t)
+
+
+def _decode_only(index: ShardIndex, cfg: pipeline.PipelineConfig, n: int) -> float:
+  """Clips/s of decoding the 16 sampled frames alone (records read and parsed beforehand)."""
+  records = pipeline._Records(index.shard_paths("train"))
+  recs = [records[i] for i in range(min(n, 64))]
+  rng = np.random.default_rng(0)
+  t = time.perf_counter()
+  for i in range(n):
+    r = recs[i % len(recs)]
+    start = clips.random_start(rng, int(r["num_frames"]), cfg.clip_length, cfg.clip_stride)
+    idx, _ = clips.clip_indices(int(r["num_frames"]), cfg.clip_length, cfg.clip_stride, start)
+    clips.decode_frames(r["frames"], idx, int(r["channels"]))
+  return n / (time.perf_counter() - t)
+
+
+def _forward_flops() -> dict[str, float]:
+  """XLA's cost analysis of the compiled forward passes (batch 1), fp32 graphs."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from echoprime_jax.models import mvit, text_encoder
+
+  def flops(model_fn, inputs):
+    graphdef, state = nnx.split(nnx.eval_shape(model_fn))
+    fn = jax.jit(lambda st, kw: nnx.merge(graphdef, st)(**kw))
+    cost = fn.lower(state, inputs).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+  video = flops(lambda: mvit.MViT(mvit.mvit_v2_s(), rngs=nnx.Rngs(0)),
+                {"video": jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)})
+  text_cfg = text_encoder.TextEncoderConfig()
+  text = flops(lambda: text_encoder.TextEncoder(text_cfg, rngs=nnx.Rngs(0)),
+               {"input_ids": jax.ShapeDtypeStruct((1, 512), jnp.int32),
+                "attention_mask": jax.ShapeDtypeStruct((1, 512), jnp.int32)})
+  return {"video": video, "text": text}
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--studies", type=int, default=8, help="synthetic studies (default 8)")
+  p.add_argument("--frames", type=int, default=64, help="frames per synthetic clip (default 64)")
+  p.add_argument("--batch-size", type=int, default=8, help="clips per batch (default 8)")
+  p.add_argument("--batches", type=int, default=40, help="timed batches per setting (default 40)")
+  p.add_argument("--workers", type=int, default=2, help="mp_prefetch workers for the scaling row")
+  p.add_argument("--no-flops", action="store_true", help="skip the tower cost analysis")
+  p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+  args = p.parse_args()
+
+  with tempfile.TemporaryDirectory() as tmp:
+    index = ShardIndex(_make_shards(tmp, args.studies, args.frames))
+    texts = [s.sections for s in index.studies("train")]
+    tok = tokenizer.train_wordpiece(
+        [" ".join(f"{k}: {v}" for k, v in s.items()) for s in texts],
+        os.path.join(tmp, "tok"), vocab_size=2000)
+    encoder = tokenizer.ReportEncoder(tok)
+    base = pipeline.PipelineConfig(batch_size=args.batch_size, read_threads=1, read_buffer=4)
+    n_videos = sum(len(s.records) for s in index.studies("train"))
+    decode = _decode_only(index, base, 200)
+    one = _clips_per_s(pipeline.clip_dataset(index, "train", encoder, base, train=True,
+                                             process_index=0, process_count=1),
+                       args.batches, args.batch_size)
+    no_aug = _clips_per_s(pipeline.clip_dataset(
+        index, "train", encoder, dataclasses.replace(base, augment=None), train=True,
+        process_index=0, process_count=1), args.batches, args.batch_size)
+    rss_in_process = peak_rss_mb()
+    multi = _clips_per_s(pipeline.clip_dataset(
+        index, "train", encoder, dataclasses.replace(base, workers=args.workers), train=True,
+        process_index=0, process_count=1), args.batches, args.batch_size)
+
+  lines = [
+      f"### Input pipeline ({datetime.date.today().isoformat()}, {os.cpu_count()} cores)",
+      "",
+      f"{n_videos} synthetic 224x224 records ({args.frames} frames, grey and Doppler colour), "
+      f"clips of {base.clip_length} frames at stride {base.clip_stride}, batch "
+      f"{args.batch_size}, reports tokenised to 512; read buffer {base.read_buffer} elements.",
+      "",
+      "| path | clips/s | vs decode-only |",
+      "|---|---|---|",
+      f"| decode the 16 sampled frames only (reference floor) | {decode:.0f} | 1.00x |",
+      f"| training path, one thread (read + decode + sample + augment + tokenise + batch) | "
+      f"**{one:.0f}** | {one / decode:.2f}x |",
+      f"| same without augmentation | {no_aug:.0f} | {no_aug / decode:.2f}x |",
+      f"| training path, {args.workers} worker processes (mp_prefetch) | {multi:.0f} | "
+      f"{multi / decode:.2f}x |",
+      "",
+      f"Peak RSS of the in-process pipeline: {rss_in_process:.0f} MB.",
+  ]
+  if not args.no_flops:
+    f = _forward_flops()
+    per_pair = 3 * (f["video"] + f["text"])
+    pairs_per_s = MFU * H200_BF16_FLOPS / per_pair
+    lines += [
+        "",
+        f"FLOPs per pair (XLA cost analysis, forward): MViT-S clip {f['video'] / 1e9:.1f} G + "
+        f"text 512 tokens {f['text'] / 1e9:.1f} G; training ~3x = {per_pair / 1e9:.0f} GFLOP. "
+        f"One H200 at {MFU:.0%} MFU ({H200_BF16_FLOPS / 1e12:.0f} TFLOP/s bf16) consumes "
+        f"~{pairs_per_s:.0f} pairs/s: **{pairs_per_s / one:.1f} cores** at the measured "
+        f"{one:.0f} clips/s per worker.",
+    ]
+  lines += ["", "Reproduce: `python benchmarks/input_pipeline.py`."]
+  table = "\n".join(lines)
+  print(table)
+  if not args.no_write:
+    write_results_block("input_pipeline", table)
+
+
+if __name__ == "__main__":
+  main()

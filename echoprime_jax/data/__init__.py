@@ -1,0 +1,1 @@
+"""Input pipelines: shards -> clips, reports and studies for training and evaluation."""

@@ -1,0 +1,74 @@
+"""Clip sampling: which frames of a video become the model's (T, H, W, 3) clip.
+
+EchoPrime's reference takes `length` frames at `stride` starting at frame 0, zero-padding short
+videos. Training draws the start uniformly from every start that keeps the whole clip inside
+the video (so every frame can be seen); evaluation uses the reference's start 0. Padding
+positions are marked in a frame mask so that losses and poolings can ignore them (the towers
+see zeros there, as in the reference, which pads after normalisation: see `normalize.py`).
+
+Only the selected frames are decoded: a 256-frame record costs 16 JPEG decodes, not 256.
+NumPy/Pillow only.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def clip_indices(num_frames: int, length: int = 16, stride: int = 2, start: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Frame indices and validity of a clip.
+
+  Returns (indices (length,) int32, mask (length,) bool); padded positions have index -1 and
+  mask False. Raises ValueError for an empty video or a bad start.
+  """
+  if num_frames < 1:
+    raise ValueError("a clip needs a video with at least one frame")
+  if not 0 <= start < num_frames:
+    raise ValueError(f"start {start} outside a {num_frames}-frame video")
+  idx = start + stride * np.arange(length)
+  mask = idx < num_frames
+  return np.where(mask, idx, -1).astype(np.int32), mask
+
+
+def max_start(num_frames: int, length: int = 16, stride: int = 2) -> int:
+  """The last start whose clip lies fully inside the video (0 for short videos)."""
+  return max(0, num_frames - 1 - stride * (length - 1))
+
+
+def random_start(rng: np.random.Generator, num_frames: int, length: int = 16,
+                 stride: int = 2) -> int:
+  """Uniform over the starts that keep the clip inside the video."""
+  return int(rng.integers(0, max_start(num_frames, length, stride) + 1))
+
+
+def decode_frames(frames: list[bytes], indices: np.ndarray, channels: int,
+                  size: int | None = None) -> np.ndarray:
+  """Encoded frames + clip indices -> (T, H, W, channels) uint8; index -1 gives zeros.
+
+  channels: the record's own channel count (1 for grey clips, 3 for colour); grey stays grey
+  here so that augmentation touches a third of the bytes (`to_rgb` expands it at the end).
+  `size` is needed only when every index is -1 (nothing to take the shape from).
+  """
+  decoded = {i: np.asarray(Image.open(io.BytesIO(frames[i]))) for i in
+             {int(i) for i in indices if i >= 0}}
+  if decoded:
+    h, w = next(iter(decoded.values())).shape[:2]
+  elif size is not None:
+    h = w = size
+  else:
+    raise ValueError("an all-padding clip needs `size`")
+  out = np.zeros((len(indices), h, w, channels), np.uint8)
+  for t, i in enumerate(indices):
+    if i >= 0:
+      frame = decoded[int(i)]
+      out[t] = frame[..., None] if frame.ndim == 2 else frame
+  return out
+
+
+def to_rgb(clip: np.ndarray) -> np.ndarray:
+  """(T, H, W, 1 or 3) uint8 -> (T, H, W, 3) uint8."""
+  return np.repeat(clip, 3, axis=-1) if clip.shape[-1] == 1 else clip

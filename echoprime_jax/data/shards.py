@@ -1,0 +1,84 @@
+"""What data prep wrote: the shard files of each split, the study index, record lookup.
+
+A folder from `python -m data_prep.convert` holds `echoprime-<split>.array_record-i-of-n`
+(one record per video, `data_prep.record_schema`) and `studies.parquet` (each study's videos as
+(shard, record index), their views, the report and its parsed sections). Grain reads the
+shards of a split as one `ArrayRecordDataSource` whose global index is the concatenation of
+the files in name order; `ShardIndex` maps (shard, record index) to that global index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from data_prep import record_schema
+from data_prep.views import COARSE_VIEWS
+
+VIEW_INDEX = {name: i for i, name in enumerate(COARSE_VIEWS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """One study of a split: its videos (as global record indices) and its report."""
+  study_id: str
+  records: tuple[int, ...]  # global indices into the split's ArrayRecordDataSource
+  views: tuple[int, ...]  # COARSE_VIEWS index per video, -1 when unknown
+  sections: dict[str, str]  # parsed report; {} when the study has no report
+
+  @property
+  def has_report(self) -> bool:
+    return any(v.strip() for v in self.sections.values())
+
+
+class ShardIndex:
+  """The shard files and studies of one converted folder."""
+
+  def __init__(self, data_dir: str):
+    if not os.path.isfile(os.path.join(data_dir, "studies.parquet")):
+      raise FileNotFoundError(f"{data_dir}: no studies.parquet (not a data_prep output folder?)")
+    self.data_dir = data_dir
+
+  def shard_paths(self, split: str) -> list[str]:
+    prefix = f"{record_schema.DATASET_NAME}-{split}.array_record-"
+    names = sorted(n for n in os.listdir(self.data_dir)
+                   if n.startswith(prefix) and not n.endswith(".tmp"))
+    if not names:
+      raise FileNotFoundError(f"{self.data_dir}: no shards for split {split!r}")
+    return [os.path.join(self.data_dir, n) for n in names]
+
+  def shard_offsets(self, split: str) -> dict[str, int]:
+    """{shard file name: global index of its first record}."""
+    from array_record.python.array_record_module import ArrayRecordReader
+    offsets, total = {}, 0
+    for path in self.shard_paths(split):
+      offsets[os.path.basename(path)] = total
+      reader = ArrayRecordReader(path)
+      total += reader.num_records()
+      reader.close()
+    return offsets
+
+  def studies(self, split: str) -> list[Study]:
+    """The split's studies in study-id order (pseudonyms: a stable, PHI-free order)."""
+    import pyarrow.parquet as pq
+    offsets = self.shard_offsets(split)
+    table = pq.read_table(os.path.join(self.data_dir, "studies.parquet")).to_pylist()
+    out = []
+    for row in sorted(table, key=lambda r: r["study_id"]):
+      if row["split"] != split:
+        continue
+      records = tuple(offsets[s] + int(i) for s, i in zip(row["shards"], row["record_indices"]))
+      views = tuple(VIEW_INDEX.get(v, -1) for v in row["views"])
+      out.append(Study(row["study_id"], records, views, json.loads(row["sections"] or "{}")))
+    return out
+
+
+def video_table(studies: list[Study], require_report: bool) -> np.ndarray:
+  """(N, 3) int64 rows (global record index, study position, view) over the studies' videos."""
+  rows = [(r, s, v) for s, study in enumerate(studies)
+          if study.has_report or not require_report
+          for r, v in zip(study.records, study.views)]
+  return np.asarray(rows, np.int64).reshape(-1, 3)

@@ -1,0 +1,48 @@
+"""Checkpointer: model state and the Grain iterator restore together, to the identical batch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from echoprime_jax.data import pipeline
+from echoprime_jax.train.checkpoint import Checkpointer
+
+CFG = pipeline.PipelineConfig(batch_size=2, clip_length=4, clip_stride=2, frame_size=64,
+                              read_threads=2, read_buffer=4)
+
+
+def _iterator(index, enc, cfg=CFG):
+  return iter(pipeline.clip_dataset(index, "train", enc, cfg, train=True, process_index=0,
+                                    process_count=1))
+
+
+def test_state_and_iterator_resume_exactly(pipeline_data, tmp_path):
+  index, enc = pipeline_data
+  cfg = CFG
+  state = {"params": {"w": jnp.arange(6.0).reshape(2, 3)}, "step": jnp.int32(7)}
+  it = _iterator(index, enc, cfg)
+  for _ in range(3):
+    next(it)
+  ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2)
+  assert ckpt.save(3, state, it)
+  ckpt.wait()
+  expected = next(it)
+
+  fresh = Checkpointer(str(tmp_path / "ckpt"))
+  assert fresh.latest_step() == 3
+  it2 = _iterator(index, enc, cfg)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  step, restored = fresh.restore(abstract, it2)
+  assert step == 3
+  np.testing.assert_array_equal(restored["params"]["w"], state["params"]["w"])
+  assert int(restored["step"]) == 7
+  batch = next(it2)
+  assert all(np.array_equal(batch[k], expected[k]) for k in expected)
+  fresh.close()
+  ckpt.close()
+
+
+def test_restore_without_a_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    Checkpointer(str(tmp_path / "empty")).restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
