@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 
@@ -53,22 +54,47 @@ def decode_frames(frames: list[bytes], indices: np.ndarray, channels: int,
   here so that augmentation touches a third of the bytes (`to_rgb` expands it at the end).
   `size` is needed only when every index is -1 (nothing to take the shape from).
   """
-  decoded = {i: np.asarray(Image.open(io.BytesIO(frames[i]))) for i in
-             {int(i) for i in indices if i >= 0}}
-  if decoded:
-    h, w = next(iter(decoded.values())).shape[:2]
+  wanted = sorted({int(i) for i in indices if i >= 0})
+  first = decode_frame(frames[wanted[0]], channels) if wanted else None
+  if first is not None:
+    h, w = first.shape[:2]
   elif size is not None:
     h = w = size
   else:
     raise ValueError("an all-padding clip needs `size`")
   out = np.zeros((len(indices), h, w, channels), np.uint8)
-  for t, i in enumerate(indices):
-    if i >= 0:
-      frame = decoded[int(i)]
-      out[t] = frame[..., None] if frame.ndim == 2 else frame
+  done: dict[int, int] = {}  # frame index -> the clip slot that already holds it
+  for t, i in enumerate(int(i) for i in indices):
+    if i < 0:
+      continue
+    if i in done:
+      out[t] = out[done[i]]
+    elif first is not None and i == wanted[0]:
+      out[t] = first
+    else:
+      decode_frame(frames[i], channels, out=out[t])
+    done.setdefault(i, t)
+  return out
+
+
+def decode_frame(data: bytes, channels: int, out: np.ndarray | None = None) -> np.ndarray:
+  """One encoded frame -> (H, W, channels) uint8, written into `out` when given.
+
+  JPEG goes through simplejpeg (libjpeg-turbo, decoding straight into the clip buffer); PNG
+  (the lossless option) and anything else through Pillow.
+  """
+  if data[:2] == b"\xff\xd8":  # JPEG SOI marker
+    return simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB",
+                                  buffer=out)
+  frame = np.asarray(Image.open(io.BytesIO(data)))
+  frame = frame[..., None] if frame.ndim == 2 else frame
+  if out is None:
+    return frame
+  out[...] = frame
   return out
 
 
 def to_rgb(clip: np.ndarray) -> np.ndarray:
-  """(T, H, W, 1 or 3) uint8 -> (T, H, W, 3) uint8."""
-  return np.repeat(clip, 3, axis=-1) if clip.shape[-1] == 1 else clip
+  """(T, H, W, 1 or 3) uint8 -> (T, H, W, 3) uint8. Grey clips become a read-only broadcast
+  view (no copy here: batching copies it once, into the batch)."""
+  return np.broadcast_to(clip, (*clip.shape[:-1], 3)) if clip.shape[-1] == 1 else clip

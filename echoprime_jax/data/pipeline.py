@@ -24,6 +24,7 @@ steps and nothing is dropped. Iterator state (`it.get_state()` / `set_state()`, 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ class _Records:
     self.paths = list(paths)
     self._source = None
     self._codec = None
+    self._lock = threading.Lock()  # reader threads open the files once
 
   def __getstate__(self):
     return {"paths": self.paths}
@@ -65,13 +67,21 @@ class _Records:
   def __setstate__(self, state):
     self.__init__(state["paths"])
 
+  def _open(self):
+    with self._lock:
+      if self._source is None:
+        import grain
+        from data_prep import record_schema
+        self._codec = record_schema.Codec()
+        self._source = grain.sources.ArrayRecordDataSource(self.paths)
+    return self._source
+
+  def __len__(self) -> int:
+    return len(self._open())
+
   def __getitem__(self, index: int) -> dict[str, Any]:
-    if self._source is None:
-      import grain
-      from data_prep import record_schema
-      self._source = grain.sources.ArrayRecordDataSource(self.paths)
-      self._codec = record_schema.Codec()
-    return self._codec.decode(self._source[int(index)])
+    data = self._open()[int(index)]
+    return self._codec.decode(data)
 
 
 def _clip(record: dict[str, Any], cfg: PipelineConfig, rng: np.random.Generator | None,

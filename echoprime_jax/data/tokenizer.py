@@ -76,13 +76,12 @@ class ReportEncoder:
 
   def section_pieces(self, sections: dict[str, str]) -> list[tuple[str, list[int]]]:
     """[(section name, ids of "<name>: <text>" + [SEP])] in section order, empty ones dropped."""
-    out = []
-    for name in SECTION_ORDER:
-      text = sections.get(name, "").strip()
-      if text:
-        ids = self.tokenizer(f"{name}: {text}", add_special_tokens=False)["input_ids"]
-        out.append((name, list(ids) + [self.sep_id]))
-    return out
+    names = [n for n in SECTION_ORDER if sections.get(n, "").strip()]
+    if not names:
+      return []
+    texts = [f"{n}: {sections[n].strip()}" for n in names]  # one batched call: ~5x cheaper
+    ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [(n, list(i) + [self.sep_id]) for n, i in zip(names, ids)]
 
   def windows(self, pieces: list[list[int]]) -> list[tuple[int, int]]:
     """Maximal runs of whole sections that fit after [CLS]: [(first, end)] (end exclusive)."""
