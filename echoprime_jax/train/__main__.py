@@ -1,0 +1,46 @@
+"""python -m echoprime_jax.train --config configs/pretrain.py:VARIANT --workdir DIR [--config.KEY=V]
+
+Trains (or resumes) the stage the config names. Multi-host: start the same command on every
+host; `jax.distributed` is initialised from SLURM / Open MPI automatically, or from
+--coordinator / --num_processes / --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID). --cpu_collectives enables gloo collectives for CPU-only multi-process runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "stage config file, e.g. configs/pretrain.py:tiny",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics.jsonl, tensorboard/, "
+                    "tokenizer/ (a rerun with the same folder resumes)")
+flags.DEFINE_string("coordinator", None, "host:port of process 0 (multi-process runs)")
+flags.DEFINE_integer("num_processes", None, "number of processes (multi-process runs)")
+flags.DEFINE_integer("process_id", None, "this process's index (multi-process runs)")
+flags.DEFINE_bool("cpu_collectives", False, "gloo collectives between CPU processes")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save INFO chatter
+  from echoprime_jax import parallel
+  parallel.initialize_distributed(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
+                                  flags.FLAGS.process_id, flags.FLAGS.cpu_collectives)
+  cfg = flags.FLAGS.config
+  if cfg.stage != "pretrain":
+    raise app.UsageError(f"stage {cfg.stage!r} is not implemented by this entry point yet")
+  from echoprime_jax.train import loop
+  result = loop.train(cfg, flags.FLAGS.workdir)
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(result.metrics, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,211 @@
+"""The pretraining loop, top to bottom: mesh -> data -> model -> shard -> step -> checkpoint ->
+eval -> loop. Runs unchanged on one CPU, one host with several GPUs, or many hosts (every
+process runs this same function; each reads its own slice of the data).
+
+Resume: the newest checkpoint in WORKDIR/checkpoints (params, optimizer state, step, RNG state,
+the Grain iterator) is restored onto this run's shardings, so a killed run continues with the
+batch it would have seen and ends bit-identical on CPU. SIGTERM (preemption) saves and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from echoprime_jax import parallel
+from echoprime_jax.data import augment as augment_lib
+from echoprime_jax.data import pipeline, tokenizer
+from echoprime_jax.data.shards import ShardIndex
+from echoprime_jax.train import optimizer, pretrain
+from echoprime_jax.train.checkpoint import Checkpointer
+from echoprime_jax.train.metrics_writer import MetricsWriter
+
+log = logging.getLogger("echoprime_jax.train")
+
+
+def _pipeline_config(cfg: Any, batch_size: int, train: bool) -> pipeline.PipelineConfig:
+  d = cfg.data
+  return pipeline.PipelineConfig(
+      batch_size=batch_size, clip_length=d.clip_length, clip_stride=d.clip_stride,
+      frame_size=cfg.towers.video.image_size,
+      augment=augment_lib.AugmentConfig() if (train and d.augment) else None,
+      seed=cfg.seed, num_epochs=None if train else 1, read_threads=d.read_threads,
+      read_buffer=d.read_buffer, workers=d.workers if train else 0)
+
+
+def _per_process(global_batch: int) -> int:
+  if global_batch % jax.process_count():
+    raise ValueError(f"batch_size {global_batch} is not divisible by {jax.process_count()} "
+                     "processes")
+  return global_batch // jax.process_count()
+
+
+def _load_towers(cfg: Any, params) -> Any:
+  """Overwrite tower parameters with converted checkpoints (convert_weights output)."""
+  from echoprime_jax.weights import checkpoint as tower_ckpt
+  for name in ("video", "text"):
+    path = cfg.init.get(name, "")
+    if path:
+      loaded = tower_ckpt.load_tower(path)
+      _, tower_params = nnx.split(loaded, nnx.Param)
+      params[name] = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), tower_params,
+                                  params[name])
+      log.info("initialised the %s tower from %s", name, path)
+  return params
+
+
+@dataclasses.dataclass
+class TrainResult:
+  metrics: dict[str, float]  # the last evaluation (empty if none ran)
+  state: dict  # final train state (sharded jax.Arrays)
+  step: int
+
+
+def train(cfg: Any, workdir: str) -> TrainResult:
+  """Runs (or resumes) training to cfg.total_steps (or the epochs); see the module docstring."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # -- mesh
+  mesh = parallel.make_mesh(dict(cfg.mesh))
+  batch_sharding = parallel.batch_sharding(mesh)
+  log.info("mesh %s over %d devices, %d processes", dict(mesh.shape), jax.device_count(),
+           jax.process_count())
+
+  # -- data
+  index = ShardIndex(cfg.data.dir)
+  train_studies = index.studies(cfg.data.train_split)
+  texts = [" ".join(f"{k}: {v}" for k, v in s.sections.items()) for s in train_studies]
+  tok = tokenizer.tokenizer_for_run(workdir, cfg.data.tokenizer or None, texts,
+                                    cfg.data.vocab_size) if is_main else None
+  if jax.process_count() > 1:  # the main process trains the vocab once; others load it
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("tokenizer")
+    tok = tok or tokenizer.tokenizer_for_run(workdir, cfg.data.tokenizer or None, [])
+  encoder = tokenizer.ReportEncoder(tok, max_len=cfg.data.max_text_len)
+  local_batch = _per_process(cfg.batch_size)
+  train_ds = pipeline.clip_dataset(index, cfg.data.train_split, encoder,
+                                   _pipeline_config(cfg, local_batch, True), train=True)
+  n_train = sum(len(s.records) for s in train_studies if s.has_report)
+  total_steps = int(cfg.total_steps) or max(1, int(math.ceil(cfg.epochs * n_train /
+                                                             cfg.batch_size)))
+
+  # -- model and optimizer (abstract: nothing allocated yet)
+  mcfg = pretrain.model_config(cfg, vocab_size=len(tok))
+  abstract_model = nnx.eval_shape(lambda: pretrain.create_model(mcfg, cfg.seed))
+  graphdef, abstract_params, _ = pretrain.split_model(abstract_model)
+  abstract_model.eval()
+  eval_graphdef, _, _ = pretrain.split_model(abstract_model)
+  tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, total_steps)
+
+  # -- shardings; parameters are created already sharded
+  abstract_state = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, cfg.seed))
+  state_shardings = parallel.tree_shardings(abstract_state, mesh, cfg.min_fsdp_size)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
+  it = iter(train_ds)
+  if ckpt.latest_step() is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, state_shardings)
+    start, state = ckpt.restore(target, it)
+    log.info("resumed from step %d", start)
+  else:
+    state = jax.jit(lambda: pretrain.init_state(mcfg, tx, cfg.seed),
+                    out_shardings=state_shardings)()
+    if cfg.init.video or cfg.init.text:
+      state["params"] = jax.device_put(_load_towers(cfg, state["params"]),
+                                       state_shardings["params"])
+    start = 0
+
+  # -- step
+  step_fn = pretrain.jit_train_step(graphdef, tx, schedule, cfg, mesh, state_shardings,
+                                    batch_sharding)
+  first = pipeline.to_global(next(it), batch_sharding)
+  compiled = step_fn.lower(state, first).compile()
+  flops = pretrain.flops_per_step(compiled)
+  writer = MetricsWriter(workdir, enabled=is_main)
+  writer.write_config(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
+
+  stop = {"now": False}
+  previous = signal.getsignal(signal.SIGTERM)
+  signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # preemption: save, exit
+
+  from tqdm import tqdm
+  bar = tqdm(total=total_steps, initial=start, desc="pretrain", unit="step",
+             disable=not is_main)
+  last_eval: dict[str, float] = {}
+  batch, t0, window = first, time.perf_counter(), 0
+  try:
+    for step in range(start, total_steps):
+      state, metrics = compiled(state, batch)
+      window += 1
+      done = step + 1
+      if done % cfg.log_every == 0 or done == total_steps:
+        metrics = jax.device_get(metrics)
+        dt = (time.perf_counter() - t0) / window
+        row = {k: float(v) for k, v in metrics.items()}
+        row.update(step_time_s=dt, clips_per_s=cfg.batch_size / dt)
+        if flops:
+          row["tflops_per_device"] = flops / dt / 1e12 / jax.device_count()
+          if cfg.peak_tflops:
+            row["mfu"] = row["tflops_per_device"] / cfg.peak_tflops
+        writer.write(done, row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+        t0, window = time.perf_counter(), 0
+      if cfg.eval_every and (done % cfg.eval_every == 0 or done == total_steps):
+        last_eval = evaluate(cfg, index, encoder, state, eval_graphdef, mesh)
+        writer.write(done, {f"val/{k}": v for k, v in last_eval.items()})
+      bar.update(1)
+      final = done == total_steps
+      if done % cfg.checkpoint_every == 0 or final or stop["now"]:
+        ckpt.save(done, state, it, force=True)
+      if stop["now"]:
+        log.info("SIGTERM: saved step %d, exiting", done)
+        break
+      if not final:
+        batch = pipeline.to_global(next(it), batch_sharding)
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+    signal.signal(signal.SIGTERM, previous)
+  return TrainResult(last_eval, state, done if total_steps > start else start)
+
+
+def evaluate(cfg: Any, index: ShardIndex, encoder: tokenizer.ReportEncoder, state: dict,
+             eval_graphdef, mesh) -> dict[str, float]:
+  """Retrieval recall on the evaluation split (every video once, deterministic clips)."""
+  from jax.experimental import multihost_utils
+  local = _per_process(cfg.eval_batch_size)
+  ds = pipeline.clip_dataset(index, cfg.data.eval_split, encoder,
+                             _pipeline_config(cfg, local, False), train=False)
+  sharding = parallel.batch_sharding(mesh)
+  embed = jax.jit(lambda p, r, b: pretrain.embed_step(p, r, b, graphdef=eval_graphdef,
+                                                      cfg=cfg))
+  videos, texts, studies, valid = [], [], [], []
+  for batch in ds:
+    v, t = embed(state["params"], state["rest"], pipeline.to_global(batch, sharding))
+    gathered = multihost_utils.process_allgather(
+        {"v": v, "t": t}, tiled=True) if jax.process_count() > 1 else {
+            "v": np.asarray(v), "t": np.asarray(t)}
+    meta = {"study": batch["study"], "valid": batch["valid"]}
+    if jax.process_count() > 1:
+      meta = multihost_utils.process_allgather(meta, tiled=True)
+    videos.append(np.asarray(gathered["v"]))
+    texts.append(np.asarray(gathered["t"]))
+    studies.append(np.asarray(meta["study"]))
+    valid.append(np.asarray(meta["valid"]))
+  keep = np.concatenate(valid)
+  return pretrain.recall_at_k(np.concatenate(videos)[keep], np.concatenate(texts)[keep],
+                              np.concatenate(studies)[keep])
+
+

@@ -1,0 +1,49 @@
+"""Training metrics to WORKDIR/metrics.jsonl (one JSON object per line) and TensorBoard.
+
+Only the main process writes (others are disabled), so multi-host runs log once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger("echoprime_jax.train")
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if not enabled:
+      return
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write_config(self, config: dict[str, Any]) -> None:
+    if self.enabled:
+      with open(os.path.join(os.path.dirname(self._jsonl.name), "config.json"), "w") as f:
+        json.dump(config, f, indent=2, default=str)
+
+  def write(self, step: int, values: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in values.items():
+        self._tb.add_scalar(k, v, step)
+    log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
