@@ -23,6 +23,7 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             cleanup_tmp_directories=True,  # killed saves
                                              enable_async_checkpointing=async_save))
 
   def latest_step(self) -> int | None:
