@@ -22,6 +22,7 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.seed = 0
   c.towers = towers.get_config("echoprime" if arg == "echoprime" else "tiny")
   c.dtype = "float32"  # compute dtype (bfloat16 on GPUs); parameters stay float32
+  c.dropout = -1.0  # >= 0: override dropout and stochastic depth of both towers (-1: defaults)
 
   c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val",
                 clip_length=16, clip_stride=2, max_text_len=512, augment=True,

@@ -89,18 +89,17 @@ def chunked_clip_loss(video: jax.Array, text: jax.Array, log_scale: jax.Array,
     col_lse = jnp.full((b,), -jnp.inf)  # travels with the text block
     diag = jnp.sum(v * t, -1) * scale  # local positives (the diagonal blocks are local)
     owner = me  # which device's text block is here now
+    t_groups = g  # the group ids of the text block here now
+    local = jnp.arange(b)
     for step in range(n):
       logits = scale * (v @ t.T)
-      local = jnp.arange(b)
-      same_block = owner == me
-      same_group = g[:, None] == t_groups[None, :] if step else g[:, None] == g[None, :]
-      diag_mask = same_block & (local[:, None] == local[None, :])
+      diag_mask = (owner == me) & (local[:, None] == local[None, :])
+      same_group = g[:, None] == t_groups[None, :]
       logits = jnp.where(same_group & ~diag_mask, NEG_INF, logits)
       row_lse = jnp.logaddexp(row_lse, jax.nn.logsumexp(logits, axis=1))
       col_lse = jnp.logaddexp(col_lse, jax.nn.logsumexp(logits, axis=0))
       if step + 1 < n:
-        t_groups = jax.lax.ppermute(g if step == 0 else t_groups, axes, perm)
-        t, col_lse = jax.lax.ppermute((t, col_lse), axes, perm)
+        t, t_groups, col_lse = jax.lax.ppermute((t, t_groups, col_lse), axes, perm)
         owner = (owner - 1) % n
     # After n - 1 moves each text block sits one device behind its home: bring it home.
     if n > 1:

@@ -7,6 +7,7 @@ loop jits it with explicit shardings and donates the old state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -30,6 +31,11 @@ def model_config(cfg: Any, vocab_size: int) -> two_tower.TwoTowerConfig:
   text_c["vocab_size"] = vocab_size
   text_c["max_length"] = cfg.data.max_text_len
   text = towers.text_config(_Attrs(text_c), cfg.dtype)
+  rate = cfg.get("dropout", -1.0)
+  if rate >= 0:  # one knob for every stochastic regulariser (dropout, stochastic depth)
+    video = video.replace(stochastic_depth=rate, head_dropout=rate)
+    text = dataclasses.replace(text, bert=text.bert.replace(
+        hidden_dropout_prob=rate, attention_probs_dropout_prob=rate))
   return two_tower.TwoTowerConfig(video=video, text=text)
 
 
