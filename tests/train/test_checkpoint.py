@@ -46,3 +46,19 @@ def test_state_and_iterator_resume_exactly(pipeline_data, tmp_path):
 def test_restore_without_a_checkpoint_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     Checkpointer(str(tmp_path / "empty")).restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+
+
+def test_state_saved_on_two_devices_restores_onto_one(tmp_path):
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  two = Mesh(np.array(jax.devices()[:2]), ("fsdp",))
+  state = {"w": jax.device_put(jnp.arange(16.0).reshape(4, 4), NamedSharding(two, P("fsdp"))),
+           "b": jax.device_put(jnp.ones(3), NamedSharding(two, P()))}
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  ckpt.save(1, state)
+  ckpt.close()
+  one = Mesh(np.array(jax.devices()[:1]), ("data",))
+  target = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(one, P()))
+            for k, v in state.items()}
+  step, restored = Checkpointer(str(tmp_path / "ckpt")).restore(target)
+  assert step == 1 and restored["w"].sharding.num_devices == 1
+  np.testing.assert_array_equal(restored["w"], np.arange(16.0).reshape(4, 4))
