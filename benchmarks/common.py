@@ -29,3 +29,11 @@ def write_results_block(name: str, table: str, path: str = RESULTS) -> None:
   with open(path, "w") as f:
     f.write(text)
   print(f"updated {path}")
+
+
+def publish(name: str, lines: list[str], write: bool) -> None:
+  """Prints a benchmark's markdown table and (if `write`) stores it as RESULTS.md block `name`."""
+  table = "\n".join(lines)
+  print(table)
+  if write:
+    write_results_block(name, table)

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
+from benchmarks.common import peak_rss_mb, publish  # noqa: E402
 
 
 from data_prep import convert, dicom_reader, dicom_writer, synthetic  # noqa: E402
@@ -181,10 +181,7 @@ def main() -> None:
       "",
       "Reproduce: `python benchmarks/data_prep.py`.",
   ]
-  table = "\n".join(lines)
-  print(table)
-  if not args.no_write:
-    write_results_block("data_prep", table)
+  publish("data_prep", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
+from benchmarks.common import peak_rss_mb, publish  # noqa: E402
 from data_prep import convert, deid, synthetic  # noqa: E402
 from echoprime_jax.data import clips, pipeline, tokenizer  # noqa: E402
 from echoprime_jax.data.shards import ShardIndex  # noqa: E402
@@ -79,13 +79,12 @@ def _forward_flops() -> dict[str, float]:
   import jax.numpy as jnp
   from flax import nnx
   from echoprime_jax.models import mvit, text_encoder
+  from echoprime_jax.train import pretrain
 
   def flops(model_fn, inputs):
     graphdef, state = nnx.split(nnx.eval_shape(model_fn))
     fn = jax.jit(lambda st, kw: nnx.merge(graphdef, st)(**kw))
-    cost = fn.lower(state, inputs).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
+    return pretrain.flops_per_step(fn.lower(state, inputs).compile())
 
   video = flops(lambda: mvit.MViT(mvit.mvit_v2_s(), rngs=nnx.Rngs(0)),
                 {"video": jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)})
@@ -160,10 +159,7 @@ def main() -> None:
         f"{one:.0f} clips/s per worker.",
     ]
   lines += ["", "Reproduce: `python benchmarks/input_pipeline.py`."]
-  table = "\n".join(lines)
-  print(table)
-  if not args.no_write:
-    write_results_block("input_pipeline", table)
+  publish("input_pipeline", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ batch it would have seen and ends bit-identical on CPU. SIGTERM (preemption) sav
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -56,8 +57,7 @@ def _load_towers(cfg: Any, params) -> Any:
   for name in ("video", "text"):
     path = cfg.init.get(name, "")
     if path:
-      loaded = tower_ckpt.load_tower(path)
-      _, tower_params = nnx.split(loaded, nnx.Param)
+      tower_params = nnx.state(tower_ckpt.load_tower(path), nnx.Param)
       params[name] = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), tower_params,
                                   params[name])
       log.info("initialised the %s tower from %s", name, path)
@@ -132,6 +132,7 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   first = pipeline.to_global(next(it), batch_sharding)
   compiled = step_fn.lower(state, first).compile()
   flops = pretrain.flops_per_step(compiled)
+  evaluator = Evaluator(cfg, index, encoder, eval_graphdef, mesh) if cfg.eval_every else None
   writer = MetricsWriter(workdir, enabled=is_main)
   writer.write_config(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
 
@@ -161,8 +162,8 @@ def train(cfg: Any, workdir: str) -> TrainResult:
         writer.write(done, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         t0, window = time.perf_counter(), 0
-      if cfg.eval_every and (done % cfg.eval_every == 0 or done == total_steps):
-        last_eval = evaluate(cfg, index, encoder, state, eval_graphdef, mesh)
+      if evaluator and (done % cfg.eval_every == 0 or done == total_steps):
+        last_eval = evaluator(state)
         writer.write(done, {f"val/{k}": v for k, v in last_eval.items()})
       bar.update(1)
       final = done == total_steps
@@ -181,31 +182,29 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   return TrainResult(last_eval, state, done if total_steps > start else start)
 
 
-def evaluate(cfg: Any, index: ShardIndex, encoder: tokenizer.ReportEncoder, state: dict,
-             eval_graphdef, mesh) -> dict[str, float]:
-  """Retrieval recall on the evaluation split (every video once, deterministic clips)."""
-  from jax.experimental import multihost_utils
-  local = _per_process(cfg.eval_batch_size)
-  ds = pipeline.clip_dataset(index, cfg.data.eval_split, encoder,
-                             _pipeline_config(cfg, local, False), train=False)
-  sharding = parallel.batch_sharding(mesh)
-  embed = jax.jit(lambda p, r, b: pretrain.embed_step(p, r, b, graphdef=eval_graphdef,
-                                                      cfg=cfg))
-  videos, texts, studies, valid = [], [], [], []
-  for batch in ds:
-    v, t = embed(state["params"], state["rest"], pipeline.to_global(batch, sharding))
-    gathered = multihost_utils.process_allgather(
-        {"v": v, "t": t}, tiled=True) if jax.process_count() > 1 else {
-            "v": np.asarray(v), "t": np.asarray(t)}
-    meta = {"study": batch["study"], "valid": batch["valid"]}
-    if jax.process_count() > 1:
-      meta = multihost_utils.process_allgather(meta, tiled=True)
-    videos.append(np.asarray(gathered["v"]))
-    texts.append(np.asarray(gathered["t"]))
-    studies.append(np.asarray(meta["study"]))
-    valid.append(np.asarray(meta["valid"]))
-  keep = np.concatenate(valid)
-  return pretrain.recall_at_k(np.concatenate(videos)[keep], np.concatenate(texts)[keep],
-                              np.concatenate(studies)[keep])
+class Evaluator:
+  """Retrieval recall on the evaluation split (every video once, deterministic clips). The
+  dataset and the jitted embedding step are built once and reused at every evaluation."""
 
+  def __init__(self, cfg: Any, index: ShardIndex, encoder: tokenizer.ReportEncoder,
+               eval_graphdef, mesh):
+    self.dataset = pipeline.clip_dataset(
+        index, cfg.data.eval_split, encoder,
+        _pipeline_config(cfg, _per_process(cfg.eval_batch_size), False), train=False)
+    self.sharding = parallel.batch_sharding(mesh)
+    self.embed = jax.jit(functools.partial(pretrain.embed_step, graphdef=eval_graphdef,
+                                           cfg=cfg))
 
+  def __call__(self, state: dict) -> dict[str, float]:
+    from jax.experimental import multihost_utils
+    parts: dict[str, list[np.ndarray]] = {"v": [], "t": [], "study": [], "valid": []}
+    for batch in self.dataset:
+      v, t = self.embed(state["params"], state["rest"], pipeline.to_global(batch, self.sharding))
+      local = {"v": v, "t": t, "study": batch["study"], "valid": batch["valid"]}
+      if jax.process_count() > 1:
+        local = multihost_utils.process_allgather(local, tiled=True)
+      for k, x in local.items():
+        parts[k].append(np.asarray(x))
+    out = {k: np.concatenate(x) for k, x in parts.items()}
+    keep = out["valid"]
+    return pretrain.recall_at_k(out["v"][keep], out["t"][keep], out["study"][keep])

@@ -26,21 +26,17 @@ def model_config(cfg: Any, vocab_size: int) -> two_tower.TwoTowerConfig:
   """The two-tower config from the stage config (text vocab sized to the tokenizer)."""
   video = towers.video_config(cfg.towers.video, cfg.dtype).replace(
       num_frames=cfg.data.clip_length)
-  text_c = cfg.towers.text.to_dict() if hasattr(cfg.towers.text, "to_dict") else dict(
-      cfg.towers.text)
-  text_c["vocab_size"] = vocab_size
-  text_c["max_length"] = cfg.data.max_text_len
-  text = towers.text_config(_Attrs(text_c), cfg.dtype)
+  text = towers.text_config(cfg.towers.text, cfg.dtype)
+  if cfg.data.max_text_len > text.bert.max_position_embeddings:
+    raise ValueError(f"data.max_text_len {cfg.data.max_text_len} exceeds the BERT's "
+                     f"{text.bert.max_position_embeddings} positions")
+  text = dataclasses.replace(text, bert=text.bert.replace(vocab_size=vocab_size))
   rate = cfg.get("dropout", -1.0)
   if rate >= 0:  # one knob for every stochastic regulariser (dropout, stochastic depth)
     video = video.replace(stochastic_depth=rate, head_dropout=rate)
     text = dataclasses.replace(text, bert=text.bert.replace(
         hidden_dropout_prob=rate, attention_probs_dropout_prob=rate))
   return two_tower.TwoTowerConfig(video=video, text=text)
-
-
-class _Attrs(dict):
-  __getattr__ = dict.__getitem__
 
 
 def create_model(mcfg: two_tower.TwoTowerConfig, seed: int) -> two_tower.TwoTower:
@@ -92,20 +88,13 @@ def train_step(state: dict, batch: dict, *, graphdef, tx: optax.GradientTransfor
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   # CLIP's clamp: the temperature may not go below 1/100.
-  params["log_scale"] = nnx.Param(jnp.clip(params["log_scale"].value, 0.0,
-                                           cfg.loss.max_log_scale)) \
-      if isinstance(params["log_scale"], nnx.Variable) else jnp.clip(
-          params["log_scale"], 0.0, cfg.loss.max_log_scale)
+  params["log_scale"].value = jnp.clip(params["log_scale"].value, 0.0, cfg.loss.max_log_scale)
   metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
              "learning_rate": schedule(state["step"]),
-             "temperature": jnp.exp(-_value(params["log_scale"])), **aux}
+             "temperature": jnp.exp(-params["log_scale"].value), **aux}
   new_state = {"step": state["step"] + 1, "params": params, "rest": rest,
                "opt_state": opt_state}
   return new_state, metrics
-
-
-def _value(x):
-  return x.value if isinstance(x, nnx.Variable) else x
 
 
 def embed_step(params, rest, batch: dict, *, graphdef, cfg: Any) -> tuple[jax.Array, jax.Array]:
