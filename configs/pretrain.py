@@ -43,7 +43,8 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.log_every = 50
   c.eval_every = 2000
   c.checkpoint_every = 1000
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3  # the newest K, plus the best evaluated step by best_metric
+  c.best_metric = "mean_R@10"  # a key of the validation metrics (higher is better); "" = none
   c.eval_batch_size = 64
   c.peak_tflops = 0.0  # per device, for MFU (e.g. 790 for an H200 in bf16); 0 = not logged
 

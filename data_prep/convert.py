@@ -230,7 +230,9 @@ def write_shard(task: tuple[dict[str, Any], str, Options]) -> list[dict]:
       return [json.loads(line) for line in f]
   codec = record_schema.Codec()
   tmp = final + ".tmp"
-  writer = ArrayRecordWriter(tmp, "group_size:1")
+  # One record per chunk: random access reads exactly one clip. Uncompressed: the payload is
+  # JPEG/PNG already; Riegeli's default brotli saved ~7% and cost every training read ~0.12 ms.
+  writer = ArrayRecordWriter(tmp, "group_size:1,uncompressed")
   rows, index = [], 0
   for row in shard["files"]:
     public = {k: v for k, v in row.items() if not k.startswith("_")}

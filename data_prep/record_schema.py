@@ -1,7 +1,8 @@
 """The shard record: one per video. Written once here; the writer and every reader use it.
 
 Records are TFDS-serialized examples (a `tf.train.Example` wire format, produced without
-TensorFlow) inside ArrayRecord files with `group_size:1`, so the same shards are read by
+TensorFlow) inside ArrayRecord files with `group_size:1,uncompressed`, so the same shards are
+read by
 * Grain: `grain.sources.ArrayRecordDataSource(paths)` + `decode(raw_bytes)` below;
 * TFDS: `tfds.builder_from_directory(OUT).as_data_source(split)` (OUT holds the
   `dataset_info.json` / `features.json` that `write_tfds_metadata` creates).
@@ -68,6 +69,14 @@ class Codec:
 
   def decode(self, data: bytes) -> dict[str, Any]:
     return self.features.decode_example_np(self._parser.parse_example(data))
+
+  def decode_video(self, data: bytes) -> dict[str, Any]:
+    """Only what training reads, {"frames": list[bytes], "num_frames": int}, straight from the
+    wire format: ~0.1 ms instead of ~0.7 ms for all fields through TFDS's NumPy decoding."""
+    from tensorflow_datasets.proto import tf_example_pb2
+    feature = tf_example_pb2.Example.FromString(data).features.feature
+    return {"frames": list(feature["frames"].bytes_list.value),
+            "num_frames": int(feature["num_frames"].int64_list.value[0])}
 
 
 def encode_frame(frame: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

@@ -5,7 +5,8 @@ Order (MaxText's, with per-process slicing after the global shuffle):
   index of the split's videos (or studies)
     -> shuffle(seed)            training only; a fresh permutation every epoch
     -> repeat(num_epochs)       None = forever (training)
-    -> map / random_map         read + decode the record, sample the clip, augment, tokenise;
+    -> map / random_map         read + decode the record, sample the clip, draw its
+                                augmentation (applied later, on the device), tokenise;
                                 random_map seeds each element from (seed, global position), so
                                 augmentation does not depend on how many processes read
     -> [process_index::process_count]   disjoint per-process slices that cover each epoch
@@ -53,7 +54,7 @@ class PipelineConfig:
 
 
 class _Records:
-  """Random access to decoded records of one split; cheap to pickle into worker processes."""
+  """Random access to the frames of one split's records; cheap to pickle into workers."""
 
   def __init__(self, paths: list[str]):
     self.paths = list(paths)
@@ -80,20 +81,26 @@ class _Records:
     return len(self._open())
 
   def __getitem__(self, index: int) -> dict[str, Any]:
+    """-> {"frames": list of encoded frames, "num_frames": int} of record `index`."""
     data = self._open()[int(index)]
-    return self._codec.decode(data)
+    return self._codec.decode_video(data)
 
 
 def _clip(record: dict[str, Any], cfg: PipelineConfig, rng: np.random.Generator | None,
-          train: bool) -> tuple[np.ndarray, np.ndarray]:
-  """-> (clip (T, H, W, 3) uint8, frame_mask (T,) bool) of one record."""
+          train: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+  """-> (clip (T, H, W, 3) uint8, frame_mask (T,) bool, augmentation parameters) of one record.
+
+  The parameters (see `augment.py`) are drawn here and applied on the device; they are empty
+  in evaluation or with augmentation off.
+  """
   n = int(record["num_frames"])
   start = clips.random_start(rng, n, cfg.clip_length, cfg.clip_stride) if train else 0
   idx, mask = clips.clip_indices(n, cfg.clip_length, cfg.clip_stride, start)
-  clip = clips.decode_frames(record["frames"], idx, int(record["channels"]), cfg.frame_size)
+  clip = clips.decode_frames(record["frames"], idx, cfg.frame_size)
+  params = {}
   if train and cfg.augment is not None:
-    clip = augment_lib.augment_clip(clip, rng, cfg.augment, mask)
-  return clips.to_rgb(clip), mask
+    params = augment_lib.draw_params(rng, cfg.augment, *clip.shape[1:3])
+  return clip, mask, params
 
 
 class VideoReportElement:
@@ -109,11 +116,11 @@ class VideoReportElement:
     if record_index < 0:  # evaluation padding
       return self._padding()
     record = self.records[record_index]
-    clip, mask = _clip(record, self.cfg, rng, self.train)
+    clip, mask, params = _clip(record, self.cfg, rng, self.train)
     ids, text_mask = self.encoder.encode(self.sections[study], rng if self.train else None)
     return {"video": clip, "frame_mask": mask, "text_ids": ids, "text_mask": text_mask,
             "view": np.int32(view), "record": np.int64(record_index), "study": np.int32(study),
-            "valid": np.bool_(True)}
+            "valid": np.bool_(True), **params}
 
   def _padding(self) -> dict:
     c = self.cfg
@@ -151,11 +158,17 @@ class StudyElement:
     order = np.arange(len(study.records))
     if len(order) > v:  # too many videos: a random subset when training, the first ones else
       order = np.sort(rng.choice(order, v, replace=False)) if self.train else order[:v]
+    augmented = self.train and c.augment is not None
+    if augmented:  # identity parameters for the empty slots
+      out.update({k: np.repeat(p[None], v, axis=0)
+                  for k, p in augment_lib.identity_params().items()})
     for slot, i in enumerate(order):
-      clip, mask = _clip(self.records[study.records[i]], c, rng, self.train)
+      clip, mask, params = _clip(self.records[study.records[i]], c, rng, self.train)
       out["videos"][slot], out["frame_mask"][slot] = clip, mask
       out["video_mask"][slot] = True
       out["views"][slot] = study.views[i]
+      for k, p in params.items():
+        out[k][slot] = p
     return out
 
 
@@ -207,6 +220,8 @@ def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pip
     text_ids    (B, L) int32              text_mask  (B, L) int32 (L = encoder.max_len)
     view        (B,) int32 (COARSE_VIEWS index, -1 unknown)
     record      (B,) int64 (global record index), study (B,) int32, valid (B,) bool
+  plus, when training with augmentation, aug_affine (B, 2, 3), aug_intensity (B, 3) and
+  aug_erase (B, 4): the per-clip parameters that `augment.batch_video` applies on the device.
   """
   process_index, process_count = _process(process_index, process_count)
   import grain
@@ -233,6 +248,8 @@ def study_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pi
     section_ids   (B, S, Ls) int32           section_mask (B, S, Ls) int32
     section_present (B, S) bool              study (B,) int32, valid (B,) bool
   (V = cfg.max_videos, S = 17 sections incl. "Other", Ls = encoder.section_len)
+  plus, when training with augmentation, aug_affine (B, V, 2, 3), aug_intensity (B, V, 3),
+  aug_erase (B, V, 4) (identity in empty slots): `augment.batch_video(batch, "videos")`.
   """
   process_index, process_count = _process(process_index, process_count)
   import grain

@@ -69,6 +69,7 @@ class TrainResult:
   metrics: dict[str, float]  # the last evaluation (empty if none ran)
   state: dict  # final train state (sharded jax.Arrays)
   step: int
+  best_step: int | None = None  # the kept checkpoint with the best cfg.best_metric
 
 
 def train(cfg: Any, workdir: str) -> TrainResult:
@@ -111,7 +112,8 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   # -- shardings; parameters are created already sharded
   abstract_state = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, cfg.seed))
   state_shardings = parallel.tree_shardings(abstract_state, mesh, cfg.min_fsdp_size)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints,
+                      best_metric=(cfg.best_metric or None) if cfg.eval_every else None)
   it = iter(train_ds)
   if ckpt.latest_step() is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -144,6 +146,7 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   bar = tqdm(total=total_steps, initial=start, desc="pretrain", unit="step",
              disable=not is_main)
   last_eval: dict[str, float] = {}
+  best = None
   batch, t0, window = first, time.perf_counter(), 0
   try:
     for step in range(start, total_steps):
@@ -162,24 +165,30 @@ def train(cfg: Any, workdir: str) -> TrainResult:
         writer.write(done, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
         t0, window = time.perf_counter(), 0
-      if evaluator and (done % cfg.eval_every == 0 or done == total_steps):
+      evaluated = bool(evaluator) and (done % cfg.eval_every == 0 or done == total_steps)
+      if evaluated:
         last_eval = evaluator(state)
         writer.write(done, {f"val/{k}": v for k, v in last_eval.items()})
       bar.update(1)
       final = done == total_steps
-      if done % cfg.checkpoint_every == 0 or final or stop["now"]:
-        ckpt.save(done, state, it, force=True)
+      # An evaluated step is always saved, with its metrics: the best one must exist on disk.
+      if done % cfg.checkpoint_every == 0 or final or stop["now"] or evaluated:
+        ckpt.save(done, state, it, force=True, metrics=last_eval if evaluated else None)
       if stop["now"]:
         log.info("SIGTERM: saved step %d, exiting", done)
         break
       if not final:
         batch = pipeline.to_global(next(it), batch_sharding)
+    ckpt.wait()
+    best = ckpt.best_step()
+    if best is not None:
+      log.info("best checkpoint: step %d (%s)", best, cfg.best_metric)
   finally:
     bar.close()
     ckpt.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous)
-  return TrainResult(last_eval, state, done if total_steps > start else start)
+  return TrainResult(last_eval, state, done if total_steps > start else start, best)
 
 
 class Evaluator:

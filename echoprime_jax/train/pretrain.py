@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from echoprime_jax import losses
+from echoprime_jax.data import augment
 from echoprime_jax.data.normalize import normalize_video
 from echoprime_jax.models import towers, two_tower
 
@@ -70,13 +71,14 @@ def contrastive_loss(cfg: Any, v: jax.Array, t: jax.Array, log_scale: jax.Array,
 
 def train_step(state: dict, batch: dict, *, graphdef, tx: optax.GradientTransformation,
                schedule, cfg: Any, mesh) -> tuple[dict, dict]:
-  """One optimizer step on a global batch (video uint8, frame_mask, text_ids/mask, study)."""
+  """One optimizer step on a global batch (video uint8, frame_mask, text_ids/mask, study, and
+  the augmentation parameters when the pipeline draws them)."""
   dtype = jnp.dtype(cfg.dtype)
+  video = normalize_video(augment.batch_video(batch), batch["frame_mask"], dtype)
 
   model = nnx.merge(graphdef, state["params"], state["rest"])
 
   def loss_fn(model):
-    video = normalize_video(batch["video"], batch["frame_mask"], dtype)
     v, t = model(video, batch["text_ids"], batch["text_mask"])
     return contrastive_loss(cfg, v, t, model.log_scale.value, model.bias.value,
                             batch["study"], mesh)
@@ -112,7 +114,8 @@ def recall_at_k(video: np.ndarray, text: np.ndarray, study: np.ndarray,
   video (N, D), text (N, D) L2-normalised, study (N,) ids; every video's report is its
   study's. Reports are deduplicated per study. video->report: rank the S reports for each
   video; report->video: rank the N videos for each report (a hit is any video of the study).
-  Study level: a study's embedding is the normalised mean of its videos'.
+  Study level: a study's embedding is the normalised mean of its videos'. `mean_R@10` averages
+  the four R@10 (the default metric for keeping the best checkpoint).
   """
   studies, first = np.unique(study, return_index=True)
   reports = text[first]  # (S, D)
@@ -134,6 +137,9 @@ def recall_at_k(video: np.ndarray, text: np.ndarray, study: np.ndarray,
                                                    for s in range(len(studies))]))
     out[f"report_to_study_R@{k}"] = float(np.mean([s in r_rank[s, :k]
                                                    for s in range(len(studies))]))
+  if 10 in ks:
+    out["mean_R@10"] = float(np.mean([out[f"{d}_R@10"] for d in (
+        "video_to_report", "report_to_video", "study_to_report", "report_to_study")]))
   out["num_videos"], out["num_studies"] = float(len(video)), float(len(studies))
   out["chance_R@10"] = float(min(10, len(studies)) / len(studies))
   return out

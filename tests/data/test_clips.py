@@ -39,9 +39,23 @@ def _jpeg(value: int, channels: int) -> bytes:
 def test_decode_frames_takes_only_the_selected_frames_and_pads_with_zeros():
   frames = [_jpeg(10 * i, 1) for i in range(5)]
   frames[1] = b"not an image"  # never decoded: not selected
-  clip = clips.decode_frames(frames, np.array([0, 2, 4, -1]), channels=1)
-  assert clip.shape == (4, 8, 8, 1) and clip.dtype == np.uint8
+  clip = clips.decode_frames(frames, np.array([0, 2, 4, -1]))
+  assert clip.shape == (4, 8, 8, 3) and clip.dtype == np.uint8  # grey comes out as RGB
   assert [int(clip[t].max()) for t in range(4)] == [0, 20, 40, 0]
-  rgb = clips.to_rgb(clip)
-  assert rgb.shape == (4, 8, 8, 3) and (rgb[..., 0] == rgb[..., 2]).all()
-  assert clips.decode_frames([], np.array([-1, -1]), channels=3, size=6).shape == (2, 6, 6, 3)
+  assert (clip[..., 0] == clip[..., 2]).all()
+  assert clips.decode_frames([], np.array([-1, -1]), size=6).shape == (2, 6, 6, 3)
+
+def test_grey_and_colour_jpeg_frames_decode_to_rgb():
+  grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+  colour = np.zeros((16, 16, 3), np.uint8)
+  colour[..., 0] = 200
+  encoded = []
+  for image in (grey, colour):
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=95)
+    encoded.append(buf.getvalue())
+  clip = clips.decode_frames(encoded, np.array([0, 1]))
+  assert clip.shape == (2, 16, 16, 3)
+  assert (clip[0, ..., 0] == clip[0, ..., 1]).all() and (clip[0, ..., 1] == clip[0, ..., 2]).all()
+  assert np.abs(clip[0, ..., 0].astype(int) - grey).max() <= 4
+  assert abs(int(clip[1, ..., 0].mean()) - 200) <= 4 and clip[1, ..., 1].mean() < 8

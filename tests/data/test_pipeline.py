@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from echoprime_jax.data import normalize, pipeline, tokenizer
+from echoprime_jax.data import augment, normalize, pipeline, tokenizer
 
 CFG = pipeline.PipelineConfig(batch_size=2, clip_length=4, clip_stride=2, frame_size=64,
                               read_threads=2, read_buffer=4)
@@ -103,6 +103,34 @@ def test_study_batches_hold_every_video_with_masks(pipeline_data):
       assert batch["section_present"][b, tokenizer.SECTION_ORDER.index("Left Ventricle")]
       seen += 1
   assert seen == sum(s.has_report for s in studies.values())
+
+
+def test_training_batches_carry_per_clip_augmentation_and_evaluation_batches_none(
+    pipeline_data):
+  index, enc = pipeline_data
+  train = next(iter(pipeline.clip_dataset(index, "train", enc, CFG, train=True,
+                                          process_index=0, process_count=1)))
+  assert train["aug_affine"].shape == (2, 2, 3) and train["aug_intensity"].shape == (2, 3)
+  assert train["aug_erase"].shape == (2, 4) and train["aug_erase"].dtype == np.int32
+  assert not np.array_equal(train["aug_affine"][0], train["aug_affine"][1])  # one draw per clip
+  evaluation = next(iter(pipeline.clip_dataset(index, "val", enc,
+                                               dataclasses.replace(CFG, num_epochs=1),
+                                               train=False, process_index=0, process_count=1)))
+  off = next(iter(pipeline.clip_dataset(index, "train", enc,
+                                        dataclasses.replace(CFG, augment=None), train=True,
+                                        process_index=0, process_count=1)))
+  assert not set(augment.KEYS) & (evaluation.keys() | off.keys())
+  # Whole studies: one draw per video, identity parameters in the empty slots.
+  cfg = dataclasses.replace(CFG, max_videos=8)
+  study = next(iter(pipeline.study_dataset(index, "train", enc, cfg, train=True,
+                                           process_index=0, process_count=1)))
+  assert study["aug_affine"].shape == (2, 8, 2, 3)
+  identity = augment.identity_params()
+  for b in range(2):
+    empty = ~study["video_mask"][b]
+    assert empty.any()  # synthetic studies hold fewer than 8 videos
+    for k in augment.KEYS:
+      assert (study[k][b][empty] == identity[k]).all()
 
 
 def test_to_global_shards_the_batch_over_the_data_axis_and_normalises_on_device(pipeline_data):

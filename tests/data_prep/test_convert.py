@@ -48,8 +48,11 @@ def test_shards_read_back_through_tfds_and_decode(converted):
   from array_record.python.array_record_module import ArrayRecordReader
   name = next(n for n in os.listdir(out) if n.startswith("echoprime-train.array_record"))
   reader = ArrayRecordReader(str(out / name))
-  rec = codec.decode(reader.read([0])[0])
+  raw = reader.read([0])[0]
+  rec = codec.decode(raw)
   assert rec["view"] and len(rec["frames"]) == rec["num_frames"]
+  fast = codec.decode_video(raw)  # the training reader's fast path: same frames, same count
+  assert fast["num_frames"] == rec["num_frames"] and fast["frames"] == list(rec["frames"])
 
 
 def test_no_phi_in_any_output_byte_or_name(archive, converted):

@@ -62,3 +62,21 @@ def test_state_saved_on_two_devices_restores_onto_one(tmp_path):
   step, restored = Checkpointer(str(tmp_path / "ckpt")).restore(target)
   assert step == 1 and restored["w"].sharding.num_devices == 1
   np.testing.assert_array_equal(restored["w"], np.arange(16.0).reshape(4, 4))
+
+
+def test_keeps_the_newest_steps_and_the_best_evaluated_one(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2, async_save=False,
+                      best_metric="R@10")
+  scores = {2: 0.9, 4: 0.5, 6: 0.7}  # evaluations at steps 2, 4, 6; the best is the oldest
+  for step in range(1, 8):
+    metrics = {"R@10": scores[step], "loss": 1.0} if step in scores else None
+    ckpt.save(step, {"w": jnp.full((2,), float(step))}, force=True, metrics=metrics)
+  assert ckpt.manager.all_steps() == [2, 6, 7]  # best + the newest two
+  assert ckpt.best_step() == 2 and ckpt.latest_step() == 7
+  step, state = ckpt.restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)},
+                             step=ckpt.best_step())
+  assert step == 2 and float(state["w"][0]) == 2.0
+  ckpt.close()
+  reopened = Checkpointer(str(tmp_path / "ckpt"), max_to_keep=2, best_metric="R@10")
+  assert reopened.best_step() == 2  # read back from the saved metrics
+  reopened.close()
