@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import peak_rss_mb, write_results_block  # noqa: E402
+from benchmarks.common import cpu_name, report, spawn, timed, write_results_block  # noqa: E402
 
 
 CASES = {
@@ -79,17 +76,6 @@ def _inputs(case: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------- workers
 
 
-def _timed(fn, warmup: int, iters: int) -> list[float]:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return times
-
-
 def worker_torch(case: str, weights: str, iters: int, out_npy: str) -> dict:
   import torch
   from safetensors.torch import load_file
@@ -122,7 +108,7 @@ def worker_torch(case: str, weights: str, iters: int, out_npy: str) -> dict:
   with FlopCounterMode(display=False) as counter:
     out = step()
   np.save(out_npy, out.detach().numpy())
-  times = _timed(step, warmup=1, iters=iters)
+  times = timed(step, warmup=1, iters=iters)
   return {"times": times, "flops": counter.get_total_flops(), "threads": torch.get_num_threads()}
 
 
@@ -159,7 +145,7 @@ def worker_jax(case: str, weights: str, iters: int, out_npy: str) -> dict:
   result = compiled(params, *args)
   out = result[0][1] if case == "mvit_fwdbwd" else result
   np.save(out_npy, np.asarray(out))
-  times = _timed(lambda: jax.block_until_ready(compiled(params, *args)), warmup=1, iters=iters)
+  times = timed(lambda: jax.block_until_ready(compiled(params, *args)), warmup=1, iters=iters)
   return {"times": times, "compile_s": compile_s}
 
 
@@ -169,12 +155,12 @@ def worker_gemm(framework: str, iters: int) -> dict:
   if framework == "torch":
     import torch
     ta = torch.from_numpy(a)
-    times = _timed(lambda: ta @ ta, warmup=1, iters=iters)
+    times = timed(lambda: ta @ ta, warmup=1, iters=iters)
   else:
     import jax
     ja = jax.numpy.asarray(a)
     f = jax.jit(lambda x: x @ x)
-    times = _timed(lambda: f(ja).block_until_ready(), warmup=1, iters=iters)
+    times = timed(lambda: f(ja).block_until_ready(), warmup=1, iters=iters)
   return {"gflops": 2 * n ** 3 / statistics.median(times) / 1e9}
 
 
@@ -185,8 +171,7 @@ def run_worker(args) -> None:
     result = worker_torch(args.case, args.weights, args.iters, args.out_npy)
   else:
     result = worker_jax(args.case, args.weights, args.iters, args.out_npy)
-  result["peak_rss_mb"] = peak_rss_mb()
-  print("RESULT " + json.dumps(result))
+  report(result)
 
 
 # ----------------------------------------------------------------------------- parent
@@ -194,16 +179,11 @@ def run_worker(args) -> None:
 
 def _spawn(framework: str, case: str, iters: int, weights: str = "", out_npy: str = "",
            xla_flags: str = "") -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--framework", framework,
-         "--case", case, "--iters", str(iters), "--weights", weights, "--out-npy", out_npy]
-  env = dict(os.environ)
+  env = {}
   if framework == "jax" and xla_flags:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-  if proc.returncode != 0 or not lines:
-    raise RuntimeError(f"{framework} {case} failed:\n{proc.stderr[-3000:]}")
-  return json.loads(lines[-1][len("RESULT "):])
+    env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+  return spawn(__file__, ["--framework", framework, "--case", case, "--iters", str(iters),
+                          "--weights", weights, "--out-npy", out_npy], env)
 
 
 def _save_weights(case: str, path: str) -> None:
@@ -281,7 +261,7 @@ def main() -> None:
 
 
 def _markdown(rows, gemm, peak, xla_flags) -> str:
-  cpu = _cpu_name()
+  cpu = cpu_name()
   lines = [
       f"### CPU: JAX vs PyTorch ({datetime.date.today().isoformat()}, {cpu}, "
       f"{os.cpu_count()} cores)",
@@ -305,17 +285,6 @@ def _markdown(rows, gemm, peak, xla_flags) -> str:
         f"{r['jax_rss_mb']:.0f} | {r['max_abs_diff']:.1e} |")
   lines += ["", "Reproduce: `python benchmarks/backends.py` (with requirements-dev.txt installed)."]
   return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
