@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import cpu_name, publish, report, spawn, timed  # noqa: E402
+from echoprime_jax import xla_flags  # noqa: E402
 
 CONFIGS = {"tiny": dict(variant="tiny", batch=8, vocab=1000),
            "mvit_s": dict(variant="echoprime", batch=2, vocab=30522)}
@@ -185,8 +186,9 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
   p.add_argument("--rounds", type=int, default=1,
                  help="PyTorch/JAX alternations per config (default 1)")
-  p.add_argument("--xla-flags", default="",
-                 help="extra XLA_FLAGS for the JAX workers (default: none)")
+  p.add_argument("--xla-flags", default=" ".join(xla_flags.CPU_FLAGS),
+                 help="XLA_FLAGS for the JAX workers (default: the flags the trainer sets, "
+                      "echoprime_jax/xla_flags.py; pass '' for XLA's defaults)")
   p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--framework", help=argparse.SUPPRESS)
@@ -203,7 +205,7 @@ def main() -> None:
     runs = {"torch": [], "jax": []}
     for _ in range(args.rounds):
       for fw in ("torch", "jax"):
-        env = {"XLA_FLAGS": args.xla_flags} if (fw == "jax" and args.xla_flags) else None
+        env = {"XLA_FLAGS": args.xla_flags} if fw == "jax" else None
         r = spawn(__file__, ["--framework", fw, "--config", name, "--iters", str(iters),
                              "--warmup", str(args.warmup)], env)
         runs[fw].append(r)

@@ -5,6 +5,10 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
+from echoprime_jax import xla_flags  # noqa: E402
+
+xla_flags.apply()
+
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import logging
 
-from absl import app, flags
-from ml_collections import config_flags
+from echoprime_jax import xla_flags
+
+xla_flags.apply()  # before JAX starts (jax itself is imported lazily below)
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "stage config file, e.g. configs/pretrain.py:tiny",
                                 lock_config=True)
