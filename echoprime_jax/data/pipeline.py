@@ -158,8 +158,7 @@ class StudyElement:
     order = np.arange(len(study.records))
     if len(order) > v:  # too many videos: a random subset when training, the first ones else
       order = np.sort(rng.choice(order, v, replace=False)) if self.train else order[:v]
-    augmented = self.train and c.augment is not None
-    if augmented:  # identity parameters for the empty slots
+    if self.train and c.augment is not None:  # identity parameters for the empty slots
       out.update({k: np.repeat(p[None], v, axis=0)
                   for k, p in augment_lib.identity_params().items()})
     for slot, i in enumerate(order):
