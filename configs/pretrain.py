@@ -37,7 +37,8 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.total_steps = 0  # 0: from epochs and the training set size
   c.optim = dict(learning_rate=4e-5, warmup_steps=1000, end_lr_fraction=0.0,
                  weight_decay=0.05, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0, accumulate=1,
-                 lr_multipliers={})
+                 # per tower (0 freezes one): --config.optim.lr_multipliers.text=0.1
+                 lr_multipliers=dict(video=1.0, text=1.0))
   c.init = dict(video="", text="")  # Orbax tower folders from convert_weights; "" = scratch
 
   c.log_every = 50
@@ -53,10 +54,12 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
     c.data.vocab_size = 1000
     c.batch_size = 8
     c.epochs = 30.0
-    # From scratch, BERT's [CLS] output is the same for every report (cosine 0.99999 at init):
-    # the contrastive loss sits at log(batch) until the towers break that symmetry. Measured on
-    # 4 fixed batches: lr 1e-3 collapses for good, 1e-4 leaves the plateau after ~90 steps,
-    # 3e-4 after ~60; the towers' default dropout (video head 0.5) keeps it there >150 steps.
+    # Measured on 100 synthetic studies (61 train / 39 val, chance R@10 0.256), 400 steps:
+    # BERT init N(0, 0.02) -> val mean R@10 0.14-0.27 (never leaves loss log(batch));
+    # init 0.1 -> 0.45; + no augmentation -> 0.51; init 0.2, no augmentation -> 0.51
+    # (0.50 already at step 200). RandAugment's shifts and turns cost more than they give on
+    # 61 studies at 64 px; lr 1e-3 is worse (0.33); dropout keeps the start plateau longer.
+    c.data.augment = False
     c.optim.learning_rate = 3e-4
     c.dropout = 0.0
     c.optim.warmup_steps = 20

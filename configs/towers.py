@@ -17,11 +17,17 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.batch_size = 1  # used only to report output shapes
   if arg == "echoprime":
     c.video = dict(arch="mvit_v2_s", num_frames=16, image_size=224, num_outputs=512)
-    c.text = dict(arch="bert_base", max_length=512, out_dim=512, vocab_size=30522)
+    c.text = dict(arch="bert_base", max_length=512, out_dim=512, vocab_size=30522,
+                  initializer_range=0.02)  # HF BERT's init (pretrained weights replace it)
     c.views = dict(arch="base", image_size=224, num_classes=11)
   elif arg == "tiny":
     c.video = dict(arch="mvit_tiny", num_frames=8, image_size=64, num_outputs=64)
-    c.text = dict(arch="bert_tiny", max_length=128, out_dim=64, vocab_size=1000)
+    # From scratch, BERT's N(0, 0.02) init leaves the [CLS] output identical for every report
+    # (cosine 1.00000 over the synthetic reports, which share one template): contrastive
+    # training then has no text signal to follow and sits at loss log(batch). At 0.2 the
+    # reports start apart (cosine 0.978) and the tiny run learns (see configs/pretrain.py).
+    c.text = dict(arch="bert_tiny", max_length=128, out_dim=64, vocab_size=1000,
+                  initializer_range=0.2)
     c.views = dict(arch="test", image_size=64, num_classes=11)
   else:
     raise ValueError(f"unknown towers variant {arg!r}; choose echoprime or tiny")

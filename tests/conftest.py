@@ -1,9 +1,20 @@
-"""Test-wide settings (deterministic CPU maths, two host devices) and the shared synthetic
-archive fixtures (made once per session, only when a test asks for them)."""
+"""Test-wide settings (deterministic CPU maths, two host devices, a compilation cache shared
+with the trainer processes the tests start) and the shared synthetic archive fixtures (made
+once per session, only when a test asks for them)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# Several tests start the trainer more than once on the same program (kill and resume,
+# 1 vs 2 processes): XLA:CPU takes ~45 s to compile the tiny train step, so later processes
+# load it from JAX's persistent cache. A fresh folder per session: never stale, never shared.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="echoprime-jax-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 
 from echoprime_jax import xla_flags  # noqa: E402
 

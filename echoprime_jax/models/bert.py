@@ -45,6 +45,7 @@ class BertConfig:
   hidden_dropout_prob: float = 0.1
   attention_probs_dropout_prob: float = 0.1
   pad_token_id: int = 0
+  initializer_range: float = 0.02  # std of the normal init of embeddings and linear kernels
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -83,7 +84,7 @@ class Embeddings(nnx.Module):
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
     kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs,
-              embedding_init=nnx.initializers.normal(0.02))
+              embedding_init=nnx.initializers.normal(cfg.initializer_range))
     self.word = nnx.Embed(cfg.vocab_size, cfg.hidden_size, **kw)
     self.position = nnx.Embed(cfg.max_position_embeddings, cfg.hidden_size, **kw)
     self.token_type = nnx.Embed(cfg.type_vocab_size, cfg.hidden_size, **kw)
@@ -104,7 +105,7 @@ class Layer(nnx.Module):
 
   def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
     h, dt, pdt = cfg.hidden_size, cfg.dtype, cfg.param_dtype
-    init = nnx.initializers.normal(0.02)
+    init = nnx.initializers.normal(cfg.initializer_range)
     lin = lambda i, o: layers.linear(i, o, dtype=dt, param_dtype=pdt, rngs=rngs, kernel_init=init)
     norm = lambda: layers.layer_norm(h, eps=cfg.layer_norm_eps, dtype=dt, param_dtype=pdt,
                                      rngs=rngs)

@@ -17,7 +17,8 @@ def video_config(c: Any, dtype: str = "float32") -> mvit.MViTConfig:
 
 
 def text_config(c: Any, dtype: str = "float32") -> text_encoder.TextEncoderConfig:
-  bcfg = _TEXT[c.arch]().replace(vocab_size=c.vocab_size, dtype=dtype)
+  bcfg = _TEXT[c.arch]().replace(vocab_size=c.vocab_size, dtype=dtype,
+                                 initializer_range=c.initializer_range)
   if c.max_length > bcfg.max_position_embeddings:
     raise ValueError(f"text.max_length {c.max_length} exceeds the BERT's "
                      f"{bcfg.max_position_embeddings} positions")

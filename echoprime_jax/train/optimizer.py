@@ -58,13 +58,13 @@ def make_optimizer(cfg: Any, params: Any, total_steps: int
     chain.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
   chain.append(adamw)
   multipliers = dict(cfg.get("lr_multipliers", {}) or {})
-  if multipliers:
-    labels = group_labels(params)
-    groups = set(jax.tree.leaves(labels))
-    unknown = set(multipliers) - groups
-    if unknown:
-      raise ValueError(f"lr_multipliers for unknown parameter groups {sorted(unknown)}; "
-                       f"groups: {sorted(groups)}")
+  labels = group_labels(params)
+  groups = set(jax.tree.leaves(labels))
+  unknown = set(multipliers) - groups
+  if unknown:
+    raise ValueError(f"lr_multipliers for unknown parameter groups {sorted(unknown)}; "
+                     f"groups: {sorted(groups)}")
+  if any(float(m) != 1.0 for m in multipliers.values()):
     chain.append(optax.multi_transform(
         {g: (optax.set_to_zero() if multipliers.get(g, 1.0) == 0
              else optax.scale(float(multipliers.get(g, 1.0)))) for g in groups}, labels))

@@ -16,7 +16,8 @@ def _command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/pretrain.py:tiny",
           "--workdir", str(workdir), f"--config.data.dir={data_dir}",
           "--config.total_steps=6", "--config.checkpoint_every=2", "--config.eval_every=0",
-          "--config.log_every=2", "--config.data.read_threads=1", "--config.batch_size=4", *extra]
+          "--config.log_every=2", "--config.data.read_threads=1", "--config.batch_size=4",
+          "--config.data.augment=True", *extra]  # augmentation draws must resume too
 
 
 def _final_params(workdir):
