@@ -70,3 +70,18 @@ def pipeline_data(converted, tmp_path_factory):
   texts = [r["report"] for r in pq.read_table(out / "studies.parquet").to_pylist()]
   tok = tokenizer.train_wordpiece(texts, str(tmp_path_factory.mktemp("tok")), vocab_size=400)
   return ShardIndex(str(out)), tokenizer.ReportEncoder(tok, max_len=64, section_len=16)
+
+
+@pytest.fixture(scope="session")
+def synthetic_100(tmp_path_factory):
+  """Shards (64 px, 60/40 train/val by patient) of 100 synthetic studies (16 frames, 96x128):
+  enough studies for the learning tests (recall, views)."""
+  from data_prep import convert, deid
+  root = tmp_path_factory.mktemp("archive_100")
+  synthetic.write_archive(str(root), studies=100, seed=0, frames=16, size=(96, 128),
+                          progress=False)
+  out = tmp_path_factory.mktemp("shards_100")
+  convert.run(str(root / "dicom"), str(out), deid.INSECURE_TEST_KEY,
+              convert.Options(size=64, split_fractions=(0.6, 0.4, 0.0)),
+              str(root / "reports.csv"), str(root / "videos.csv"), progress=False)
+  return out

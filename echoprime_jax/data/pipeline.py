@@ -104,9 +104,10 @@ def _clip(record: dict[str, Any], cfg: PipelineConfig, rng: np.random.Generator 
 
 
 class VideoReportElement:
-  """Table row (record, study position, view) -> one pair's arrays (see `clip_dataset`)."""
+  """Table row (record, study position, view) -> one pair's arrays (see `clip_dataset`);
+  without an encoder, the clip and its view only (view classification)."""
 
-  def __init__(self, records: _Records, studies: list[Study], encoder: ReportEncoder,
+  def __init__(self, records: _Records, studies: list[Study], encoder: ReportEncoder | None,
                cfg: PipelineConfig, train: bool):
     self.records, self.encoder, self.cfg, self.train = records, encoder, cfg, train
     self.sections = [s.sections for s in studies]
@@ -117,19 +118,24 @@ class VideoReportElement:
       return self._padding()
     record = self.records[record_index]
     clip, mask, params = _clip(record, self.cfg, rng, self.train)
-    ids, text_mask = self.encoder.encode(self.sections[study], rng if self.train else None)
-    return {"video": clip, "frame_mask": mask, "text_ids": ids, "text_mask": text_mask,
-            "view": np.int32(view), "record": np.int64(record_index), "study": np.int32(study),
-            "valid": np.bool_(True), **params}
+    out = {"video": clip, "frame_mask": mask, "view": np.int32(view),
+           "record": np.int64(record_index), "study": np.int32(study), "valid": np.bool_(True),
+           **params}
+    if self.encoder is not None:
+      out["text_ids"], out["text_mask"] = self.encoder.encode(self.sections[study],
+                                                              rng if self.train else None)
+    return out
 
   def _padding(self) -> dict:
     c = self.cfg
-    return {"video": np.zeros((c.clip_length, c.frame_size, c.frame_size, 3), np.uint8),
-            "frame_mask": np.zeros((c.clip_length,), bool),
-            "text_ids": np.full((self.encoder.max_len,), self.encoder.pad_id, np.int32),
-            "text_mask": np.zeros((self.encoder.max_len,), np.int32),
-            "view": np.int32(-1), "record": np.int64(-1), "study": np.int32(-1),
-            "valid": np.bool_(False)}
+    out = {"video": np.zeros((c.clip_length, c.frame_size, c.frame_size, 3), np.uint8),
+           "frame_mask": np.zeros((c.clip_length,), bool),
+           "view": np.int32(-1), "record": np.int64(-1), "study": np.int32(-1),
+           "valid": np.bool_(False)}
+    if self.encoder is not None:
+      out["text_ids"] = np.full((self.encoder.max_len,), self.encoder.pad_id, np.int32)
+      out["text_mask"] = np.zeros((self.encoder.max_len,), np.int32)
+    return out
 
 
 class StudyElement:
@@ -210,13 +216,14 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
   return process_index, process_count
 
 
-def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: PipelineConfig,
-                 *, train: bool, process_index: int | None = None,
+def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
+                 cfg: PipelineConfig, *, train: bool, process_index: int | None = None,
                  process_count: int | None = None):
   """Video-report pairs, batched per process. Each batch:
 
     video       (B, T, H, W, 3) uint8     frame_mask (B, T) bool (False = padding frame)
-    text_ids    (B, L) int32              text_mask  (B, L) int32 (L = encoder.max_len)
+    text_ids    (B, L) int32              text_mask  (B, L) int32 (L = encoder.max_len;
+                                          absent when encoder is None: clips and views only)
     view        (B,) int32 (COARSE_VIEWS index, -1 unknown)
     record      (B,) int64 (global record index), study (B,) int32, valid (B,) bool
   plus, when training with augmentation, aug_affine (B, 2, 3), aug_intensity (B, 3) and

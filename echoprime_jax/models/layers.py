@@ -10,7 +10,6 @@ Every choice here is made for numerical parity with the PyTorch references
 
 from __future__ import annotations
 
-import functools
 import itertools
 from typing import Any, Sequence
 
@@ -111,8 +110,8 @@ class DepthwiseConv(nnx.Module):
     return y
 
 
-def _conv3d_by_frames(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-                      padding: Sequence[tuple[int, int]]) -> jax.Array:
+def conv3d_by_frames(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                     padding: Sequence[tuple[int, int]]) -> jax.Array:
   """A dense Conv3d computed as a sum over temporal taps of strided 2D convolutions.
 
   x: (B, T, H, W, C_in); kernel: (kt, kh, kw, C_in, C_out). XLA:CPU's 3D convolution with
@@ -136,49 +135,6 @@ def _conv3d_by_frames(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   return out.reshape(b, t_out, *out.shape[1:])
 
 
-def _patch_rows(x: jax.Array, ksize: Sequence[int], strides: Sequence[int],
-                padding: Sequence[tuple[int, int]]) -> jax.Array:
-  """(B, T, H, W, C) -> (kt*kh*kw*C, B*T'*H'*W'): every kernel tap's strided view, as rows."""
-  x = jnp.moveaxis(jnp.pad(x, [(0, 0), *padding, (0, 0)]), -1, 0)  # (C, B, T, H, W)
-  out = [(x.shape[2 + i] - k) // s + 1 for i, (k, s) in enumerate(zip(ksize, strides))]
-  rows = []
-  for tap in itertools.product(*(range(k) for k in ksize)):  # the kernel's row-major order
-    limit = [*x.shape[:2], *(t + s * (o - 1) + 1 for t, s, o in zip(tap, strides, out))]
-    rows.append(jax.lax.slice(x, (0, 0, *tap), limit, (1, 1, *strides)))
-  rows = jnp.stack(rows)  # (taps, C, B, T', H', W')
-  return rows.reshape(rows.shape[0] * rows.shape[1], -1)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv3d(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
-           padding: tuple[tuple[int, int], ...]) -> jax.Array:
-  """Dense Conv3d for few input channels (MViT's patch embedding: 3x7x7, stride 2x4x4, 3 -> 96).
-
-  x: (B, T, H, W, C_in); kernel: (kt, kh, kw, C_in, C_out) -> (B, T', H', W', C_out).
-  Forward: kt strided 2D convolutions (above). Kernel gradient: XLA:CPU's convolution
-  filter-gradient with 3 input channels takes 0.4 s at 2x16x224x224 (PyTorch's whole
-  forward+backward: 0.11 s); as one GEMM of the gathered patches (441 x N) against the output
-  gradient (N x 96) it takes 0.2 s. The input gradient (never needed for pixels) is the
-  autodiff one, dropped by XLA when unused.
-  """
-  return _conv3d_by_frames(x, kernel, strides, padding)
-
-
-def _conv3d_fwd(x, kernel, strides, padding):
-  return _conv3d_by_frames(x, kernel, strides, padding), (x, kernel)
-
-
-def _conv3d_bwd(strides, padding, residuals, grad):
-  x, kernel = residuals
-  rows = _patch_rows(x, kernel.shape[:3], strides, padding).astype(grad.dtype)
-  d_kernel = (rows @ grad.reshape(-1, grad.shape[-1])).reshape(kernel.shape)
-  _, x_vjp = jax.vjp(lambda x_: _conv3d_by_frames(x_, kernel, strides, padding), x)
-  return x_vjp(grad)[0], d_kernel.astype(kernel.dtype)
-
-
-conv3d.defvjp(_conv3d_fwd, _conv3d_bwd)
-
-
 class Conv3d(nnx.Module):
   """Dense Conv3d with torch's padding semantics; kernel (kt, kh, kw, C_in, C_out)."""
 
@@ -197,7 +153,7 @@ class Conv3d(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: (B, T, H, W, C_in) -> (B, T', H', W', C_out)."""
     x = x.astype(self.dtype)
-    y = conv3d(x, self.kernel[...], self.strides, self.padding)
+    y = conv3d_by_frames(x, self.kernel[...], self.strides, self.padding)
     return y + self.bias[...].astype(y.dtype)
 
 

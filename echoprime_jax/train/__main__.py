@@ -1,6 +1,7 @@
-"""python -m echoprime_jax.train --config configs/pretrain.py:VARIANT --workdir DIR [--config.KEY=V]
+"""python -m echoprime_jax.train --config configs/STAGE.py:VARIANT --workdir DIR [--config.KEY=V]
 
-Trains (or resumes) the stage the config names. Multi-host: start the same command on every
+Trains (or resumes) the stage the config names: configs/pretrain.py (contrastive video-report
+pretraining), configs/views.py (view classifier). Multi-host: start the same command on every
 host; `jax.distributed` is initialised from SLURM / Open MPI automatically, or from
 --coordinator / --num_processes / --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID). --cpu_collectives enables gloo collectives for CPU-only multi-process runs.
@@ -37,10 +38,14 @@ def main(argv):
   parallel.initialize_distributed(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
                                   flags.FLAGS.process_id, flags.FLAGS.cpu_collectives)
   cfg = flags.FLAGS.config
-  if cfg.stage != "pretrain":
-    raise app.UsageError(f"stage {cfg.stage!r} is not implemented by this entry point yet")
-  from echoprime_jax.train import loop
-  result = loop.train(cfg, flags.FLAGS.workdir)
+  if cfg.stage == "pretrain":
+    from echoprime_jax.train import loop as stage
+  elif cfg.stage == "views":
+    from echoprime_jax.train import view_classifier as stage
+  else:
+    raise app.UsageError(f"stage {cfg.stage!r} is not implemented by this entry point yet; "
+                         "stages: pretrain (configs/pretrain.py), views (configs/views.py)")
+  result = stage.train(cfg, flags.FLAGS.workdir)
   import jax
   if jax.process_index() == 0:
     print(json.dumps(result.metrics, indent=2))

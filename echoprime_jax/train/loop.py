@@ -5,6 +5,9 @@ process runs this same function; each reads its own slice of the data).
 Resume: the newest checkpoint in WORKDIR/checkpoints (params, optimizer state, step, RNG state,
 the Grain iterator) is restored onto this run's shardings, so a killed run continues with the
 batch it would have seen and ends bit-identical on CPU. SIGTERM (preemption) saves and exits.
+
+`restore_or_init` and `run` (step -> log -> evaluate -> checkpoint) are shared by every stage;
+the view classifier (`view_classifier.train`) reads the same way with its own model and step.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _pipeline_config(cfg: Any, batch_size: int, train: bool) -> pipeline.Pipelin
       read_buffer=d.read_buffer, workers=d.workers if train else 0)
 
 
-def _per_process(global_batch: int) -> int:
+def per_process(global_batch: int) -> int:
   if global_batch % jax.process_count():
     raise ValueError(f"batch_size {global_batch} is not divisible by {jax.process_count()} "
                      "processes")
@@ -94,7 +97,7 @@ def train(cfg: Any, workdir: str) -> TrainResult:
     multihost_utils.sync_global_devices("tokenizer")
     tok = tok or tokenizer.tokenizer_for_run(workdir, cfg.data.tokenizer or None, [])
   encoder = tokenizer.ReportEncoder(tok, max_len=cfg.data.max_text_len)
-  local_batch = _per_process(cfg.batch_size)
+  local_batch = per_process(cfg.batch_size)
   train_ds = pipeline.clip_dataset(index, cfg.data.train_split, encoder,
                                    _pipeline_config(cfg, local_batch, True), train=True)
   n_train = sum(len(s.records) for s in train_studies if s.has_report)
@@ -109,32 +112,51 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   eval_graphdef, _, _ = pretrain.split_model(abstract_model)
   tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, total_steps)
 
-  # -- shardings; parameters are created already sharded
-  abstract_state = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, cfg.seed))
-  state_shardings = parallel.tree_shardings(abstract_state, mesh, cfg.min_fsdp_size)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints,
-                      best_metric=(cfg.best_metric or None) if cfg.eval_every else None)
+  # -- shardings; parameters are created already sharded (or restored onto them)
   it = iter(train_ds)
-  if ckpt.latest_step() is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_state, state_shardings)
-    start, state = ckpt.restore(target, it)
-    log.info("resumed from step %d", start)
-  else:
-    state = jax.jit(lambda: pretrain.init_state(mcfg, tx, cfg.seed),
-                    out_shardings=state_shardings)()
-    if cfg.init.video or cfg.init.text:
-      state["params"] = jax.device_put(_load_towers(cfg, state["params"]),
-                                       state_shardings["params"])
-    start = 0
+  ckpt, start, state, state_shardings = restore_or_init(
+      cfg, workdir, lambda: pretrain.init_state(mcfg, tx, cfg.seed), mesh, it)
+  if start == 0 and (cfg.init.video or cfg.init.text):
+    state["params"] = jax.device_put(_load_towers(cfg, state["params"]),
+                                     state_shardings["params"])
 
   # -- step
   step_fn = pretrain.jit_train_step(graphdef, tx, schedule, cfg, mesh, state_shardings,
                                     batch_sharding)
   first = pipeline.to_global(next(it), batch_sharding)
   compiled = step_fn.lower(state, first).compile()
-  flops = pretrain.flops_per_step(compiled)
   evaluator = Evaluator(cfg, index, encoder, eval_graphdef, mesh) if cfg.eval_every else None
+  return run(cfg, workdir, compiled=compiled, state=state, first=first, it=it, start=start,
+             total_steps=total_steps, batch_sharding=batch_sharding, evaluator=evaluator,
+             ckpt=ckpt, desc="pretrain")
+
+
+def restore_or_init(cfg: Any, workdir: str, make_state, mesh, it):
+  """-> (checkpointer, start step, state, state shardings). The newest checkpoint in
+  WORKDIR/checkpoints is restored onto this mesh's shardings (with the data iterator `it`);
+  without one, `make_state()` runs jitted straight into those shardings and start is 0."""
+  abstract_state = jax.eval_shape(make_state)
+  shardings = parallel.tree_shardings(abstract_state, mesh, cfg.min_fsdp_size)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints,
+                      best_metric=(cfg.best_metric or None) if cfg.eval_every else None)
+  if ckpt.latest_step() is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, shardings)
+    start, state = ckpt.restore(target, it)
+    log.info("resumed from step %d", start)
+    return ckpt, start, state, shardings
+  return ckpt, 0, jax.jit(make_state, out_shardings=shardings)(), shardings
+
+
+def run(cfg: Any, workdir: str, *, compiled, state: dict, first: dict, it, start: int,
+        total_steps: int, batch_sharding, evaluator, ckpt: Checkpointer,
+        desc: str) -> TrainResult:
+  """The loop every stage shares: step -> log -> evaluate -> checkpoint, until total_steps or
+  SIGTERM (which saves and exits). `compiled(state, batch) -> (state, metrics)`; `first` is
+  the (global) batch it was compiled for; `evaluator(state) -> metrics` or None. cfg fields:
+  log_every, eval_every, checkpoint_every, batch_size, peak_tflops, best_metric."""
+  is_main = jax.process_index() == 0
+  flops = pretrain.flops_per_step(compiled)
   writer = MetricsWriter(workdir, enabled=is_main)
   writer.write_config(cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg))
 
@@ -143,10 +165,10 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))  # preemption: save, exit
 
   from tqdm import tqdm
-  bar = tqdm(total=total_steps, initial=start, desc="pretrain", unit="step",
-             disable=not is_main)
+  bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=not is_main)
   last_eval: dict[str, float] = {}
   best = None
+  done = start
   batch, t0, window = first, time.perf_counter(), 0
   try:
     for step in range(start, total_steps):
@@ -188,7 +210,7 @@ def train(cfg: Any, workdir: str) -> TrainResult:
     ckpt.close()
     writer.close()
     signal.signal(signal.SIGTERM, previous)
-  return TrainResult(last_eval, state, done if total_steps > start else start, best)
+  return TrainResult(last_eval, state, done, best)
 
 
 class Evaluator:
@@ -199,7 +221,7 @@ class Evaluator:
                eval_graphdef, mesh):
     self.dataset = pipeline.clip_dataset(
         index, cfg.data.eval_split, encoder,
-        _pipeline_config(cfg, _per_process(cfg.eval_batch_size), False), train=False)
+        _pipeline_config(cfg, per_process(cfg.eval_batch_size), False), train=False)
     self.sharding = parallel.batch_sharding(mesh)
     self.embed = jax.jit(functools.partial(pretrain.embed_step, graphdef=eval_graphdef,
                                            cfg=cfg))

@@ -20,7 +20,7 @@ def _random(shape, seed):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
 
 
-def test_conv3d_value_and_gradients_match_xla_conv():
+def test_conv3d_by_frames_value_and_gradients_match_xla_conv():
   # MViT's stem shape at a small size; odd sizes so the last stride window is partial.
   x, kernel = _random((2, 7, 21, 19, 3), 0), _random((3, 7, 7, 3, 8), 1)
   strides, padding = (2, 4, 4), ((1, 1), (3, 3), (3, 3))
@@ -29,7 +29,7 @@ def test_conv3d_value_and_gradients_match_xla_conv():
   def loss(conv, x, kernel):
     return jnp.sum(conv(x, kernel) * target)
 
-  ours = lambda x, k: layers.conv3d(x, k, strides, padding)
+  ours = lambda x, k: layers.conv3d_by_frames(x, k, strides, padding)
   ref = lambda x, k: _lax_conv(x, k, strides, padding)
   np.testing.assert_allclose(jax.jit(ours)(x, kernel), ref(x, kernel), atol=2e-5)
   g_ours = jax.jit(jax.grad(lambda x, k: loss(ours, x, k), argnums=(0, 1)))(x, kernel)
