@@ -28,8 +28,13 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 def clip_loss(video: jax.Array, text: jax.Array, log_scale: jax.Array,
-              groups: jax.Array | None = None) -> tuple[jax.Array, dict]:
-  """Symmetric InfoNCE. log_scale: scalar, logits = exp(log_scale) * cos. -> (loss, aux)."""
+              groups: jax.Array | None = None, valid: jax.Array | None = None
+              ) -> tuple[jax.Array, dict]:
+  """Symmetric InfoNCE. log_scale: scalar, logits = exp(log_scale) * cos. -> (loss, aux).
+
+  valid (B,) bool: pairs that take part (False: padding, or a study without this section);
+  the loss is the mean over valid pairs, and invalid ones are nobody's negatives.
+  """
   v, t = l2_normalize(video), l2_normalize(text)
   logits = jnp.exp(log_scale) * (v @ t.T)
   n = logits.shape[0]
@@ -37,12 +42,19 @@ def clip_loss(video: jax.Array, text: jax.Array, log_scale: jax.Array,
   if groups is not None:
     same = groups[:, None] == groups[None, :]
     logits = jnp.where(same & ~eye, NEG_INF, logits)
+  if valid is not None:
+    logits = jnp.where((valid[:, None] & valid[None, :]) | eye, logits, NEG_INF)
+    weight = valid.astype(jnp.float32)
+  else:
+    weight = jnp.ones((n,), jnp.float32)
+  count = jnp.maximum(weight.sum(), 1.0)
   diag = jnp.diagonal(logits)
-  v2t = jax.nn.logsumexp(logits, axis=1) - diag
-  t2v = jax.nn.logsumexp(logits, axis=0) - diag
-  loss = 0.5 * (jnp.mean(v2t) + jnp.mean(t2v))
-  accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(n))
-  return loss, {"v2t_loss": jnp.mean(v2t), "t2v_loss": jnp.mean(t2v), "accuracy": accuracy}
+  v2t = (jax.nn.logsumexp(logits, axis=1) - diag) * weight
+  t2v = (jax.nn.logsumexp(logits, axis=0) - diag) * weight
+  loss = 0.5 * (v2t.sum() + t2v.sum()) / count
+  accuracy = ((jnp.argmax(logits, axis=1) == jnp.arange(n)) * weight).sum() / count
+  return loss, {"v2t_loss": v2t.sum() / count, "t2v_loss": t2v.sum() / count,
+                "accuracy": accuracy}
 
 
 def siglip_loss(video: jax.Array, text: jax.Array, log_scale: jax.Array, bias: jax.Array,

@@ -85,3 +85,26 @@ def synthetic_100(tmp_path_factory):
               convert.Options(size=64, split_fractions=(0.6, 0.4, 0.0)),
               str(root / "reports.csv"), str(root / "videos.csv"), progress=False)
   return out
+
+
+TINY_PRETRAIN_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_run(synthetic_100, tmp_path_factory):
+  """(workdir, CompletedProcess) of the tiny pretraining CLI, 300 steps on `synthetic_100`,
+  evaluated every 100 steps: the recall test reads its metrics, later stages its towers."""
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path_factory.mktemp("pretrain_tiny")
+  # The trainer's CLI as a user runs it: one process, one CPU device (both cores in XLA's
+  # intra-op pool; two 1-core devices would run this step ~1.5x slower).
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  run = subprocess.run(
+      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/pretrain.py:tiny",
+       "--workdir", str(workdir), f"--config.data.dir={synthetic_100}",
+       f"--config.total_steps={TINY_PRETRAIN_STEPS}", "--config.eval_every=100",
+       f"--config.checkpoint_every={TINY_PRETRAIN_STEPS}"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=900)
+  return workdir, run

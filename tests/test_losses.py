@@ -44,6 +44,23 @@ def test_clip_loss_matches_a_numpy_reference_with_study_masking():
   assert float(aligned) < 1e-3 and float(aux["accuracy"]) == 1.0
 
 
+def test_clip_loss_with_invalid_pairs_equals_the_loss_over_the_valid_ones():
+  v, t = _embeddings(seed=3)
+  groups = jnp.array([0, 0, 1, 2, 2, 2, 3, 4])
+  valid = jnp.array([True, False, True, True, True, False, True, False])
+  loss, aux = losses.clip_loss(v, t, jnp.log(10.0), groups, valid)
+  keep = np.asarray(valid)
+  expected, expected_aux = losses.clip_loss(v[keep], t[keep], jnp.log(10.0), groups[keep])
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+  np.testing.assert_allclose(float(aux["accuracy"]), float(expected_aux["accuracy"]))
+  # the invalid rows' contents do not matter, and get no gradient
+  g = jax.grad(lambda x: losses.clip_loss(x, t, jnp.log(10.0), groups, valid)[0])(v)
+  assert float(jnp.abs(g[~keep]).max()) == 0.0
+  assert float(jnp.abs(g[keep]).max()) > 0.0
+  none_valid, _ = losses.clip_loss(v, t, jnp.log(10.0), groups, jnp.zeros((8,), bool))
+  assert float(none_valid) == 0.0
+
+
 def test_siglip_loss_prefers_aligned_pairs():
   v, t = _embeddings()
   good, _ = losses.siglip_loss(v, v, jnp.log(10.0), jnp.array(-10.0))

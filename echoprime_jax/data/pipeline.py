@@ -177,9 +177,10 @@ class StudyElement:
     return out
 
 
-def _finish(ds, element, cfg: PipelineConfig, train: bool, process_index: int,
+def finish(ds, element, cfg: PipelineConfig, train: bool, process_index: int,
             process_count: int):
-  """shuffle -> repeat -> (random_)map -> per-process slice -> threads -> batch -> workers."""
+  """shuffle -> repeat -> (random_)map -> per-process slice -> threads -> batch -> workers:
+  the tail every pipeline here shares (`element(item[, rng]) -> dict of arrays`)."""
   import grain
   if train:
     ds = ds.shuffle(seed=cfg.seed)
@@ -198,7 +199,7 @@ def _finish(ds, element, cfg: PipelineConfig, train: bool, process_index: int,
   return it
 
 
-def _pad_to_global_batches(items: np.ndarray, cfg: PipelineConfig, process_count: int,
+def pad_to_global_batches(items: np.ndarray, cfg: PipelineConfig, process_count: int,
                            fill) -> np.ndarray:
   """A finite pass: pad to whole global batches (fill = a padding item) so no element is lost."""
   per_step = cfg.batch_size * process_count
@@ -209,7 +210,7 @@ def _pad_to_global_batches(items: np.ndarray, cfg: PipelineConfig, process_count
   return np.concatenate([items, pad])
 
 
-def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def process_slot(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax
     return jax.process_index(), jax.process_count()
@@ -229,7 +230,7 @@ def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
   plus, when training with augmentation, aug_affine (B, 2, 3), aug_intensity (B, 3) and
   aug_erase (B, 4): the per-clip parameters that `augment.batch_video` applies on the device.
   """
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = process_slot(process_index, process_count)
   import grain
   records = _Records(index.shard_paths(split))
   studies = index.studies(split)
@@ -238,9 +239,9 @@ def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
     raise ValueError(f"split {split!r} of {index.data_dir} has no videos"
                      + (" with a report" if cfg.require_report else ""))
   if cfg.num_epochs is not None and not train:
-    table = _pad_to_global_batches(table, cfg, process_count, (-1, -1, -1))
+    table = pad_to_global_batches(table, cfg, process_count, (-1, -1, -1))
   element = VideoReportElement(records, studies, encoder, cfg, train)
-  return _finish(grain.MapDataset.source(table), element, cfg, train, process_index,
+  return finish(grain.MapDataset.source(table), element, cfg, train, process_index,
                  process_count)
 
 
@@ -257,7 +258,7 @@ def study_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pi
   plus, when training with augmentation, aug_affine (B, V, 2, 3), aug_intensity (B, V, 3),
   aug_erase (B, V, 4) (identity in empty slots): `augment.batch_video(batch, "videos")`.
   """
-  process_index, process_count = _process(process_index, process_count)
+  process_index, process_count = process_slot(process_index, process_count)
   import grain
   records = _Records(index.shard_paths(split))
   studies = index.studies(split)
@@ -269,9 +270,9 @@ def study_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pi
   if len(positions) == 0:
     raise ValueError(f"split {split!r} of {index.data_dir} has no studies")
   if cfg.num_epochs is not None and not train:
-    positions = _pad_to_global_batches(positions, cfg, process_count, -1)
+    positions = pad_to_global_batches(positions, cfg, process_count, -1)
   element = StudyElement(records, studies, encoder, cfg, train)
-  return _finish(grain.MapDataset.source(positions), element, cfg, train, process_index,
+  return finish(grain.MapDataset.source(positions), element, cfg, train, process_index,
                  process_count)
 
 

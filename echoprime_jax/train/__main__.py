@@ -1,10 +1,10 @@
 """python -m echoprime_jax.train --config configs/STAGE.py:VARIANT --workdir DIR [--config.KEY=V]
 
 Trains (or resumes) the stage the config names: configs/pretrain.py (contrastive video-report
-pretraining), configs/views.py (view classifier). Multi-host: start the same command on every
-host; `jax.distributed` is initialised from SLURM / Open MPI automatically, or from
---coordinator / --num_processes / --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-JAX_PROCESS_ID). --cpu_collectives enables gloo collectives for CPU-only multi-process runs.
+pretraining), configs/views.py (view classifier), configs/mil.py (anatomical-attention MIL).
+Multi-host: start the same command on every host; `jax.distributed` is initialised from
+SLURM / Open MPI automatically, or from --coordinator / --num_processes / --process_id (or
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). --cpu_collectives enables gloo collectives for CPU-only multi-process runs.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def main(argv):
     from echoprime_jax.train import loop as stage
   elif cfg.stage == "views":
     from echoprime_jax.train import view_classifier as stage
+  elif cfg.stage == "mil":
+    from echoprime_jax.train import mil_stage as stage
   else:
-    raise app.UsageError(f"stage {cfg.stage!r} is not implemented by this entry point yet; "
-                         "stages: pretrain (configs/pretrain.py), views (configs/views.py)")
+    raise app.UsageError(f"unknown stage {cfg.stage!r}; stages: pretrain (configs/pretrain.py), "
+                         "views (configs/views.py), mil (configs/mil.py)")
   result = stage.train(cfg, flags.FLAGS.workdir)
   import jax
   if jax.process_index() == 0:

@@ -22,7 +22,7 @@ class Checkpointer:
   best by `best_metric` (higher is better) among steps saved with metrics."""
 
   def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True,
-               best_metric: str | None = None):
+               best_metric: str | None = None, read_only: bool = False):
     import orbax.checkpoint as ocp
     from orbax.checkpoint import checkpoint_managers as policies
     self._ocp = ocp
@@ -39,8 +39,9 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             best_fn=score, best_mode="max",  # with best_fn set, Orbax also writes the metrics
-            create=True, cleanup_tmp_directories=True,  # killed saves
-            enable_async_checkpointing=async_save))
+            # read_only: another run's folder (e.g. towers for a later stage), left untouched
+            create=not read_only, cleanup_tmp_directories=not read_only,  # killed saves
+            read_only=read_only, enable_async_checkpointing=async_save))
 
   def best_step(self) -> int | None:
     """The kept step with the highest `best_metric` (None without best_metric or metrics)."""

@@ -54,16 +54,21 @@ def per_process(global_batch: int) -> int:
   return global_batch // jax.process_count()
 
 
-def _load_towers(cfg: Any, params) -> Any:
-  """Overwrite tower parameters with converted checkpoints (convert_weights output)."""
+def load_converted(params, path: str, what: str):
+  """`params` (an nnx.Param state) overwritten by a converted tower folder (convert_weights
+  output) of the same structure; dtypes kept."""
   from echoprime_jax.weights import checkpoint as tower_ckpt
+  loaded = nnx.state(tower_ckpt.load_tower(path), nnx.Param)
+  log.info("initialised the %s from %s", what, path)
+  return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params)
+
+
+def load_towers(cfg: Any, params) -> Any:
+  """Overwrite tower parameters with converted checkpoints (cfg.init.video / cfg.init.text)."""
   for name in ("video", "text"):
     path = cfg.init.get(name, "")
     if path:
-      tower_params = nnx.state(tower_ckpt.load_tower(path), nnx.Param)
-      params[name] = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), tower_params,
-                                  params[name])
-      log.info("initialised the %s tower from %s", name, path)
+      params[name] = load_converted(params[name], path, f"{name} tower")
   return params
 
 
@@ -117,7 +122,7 @@ def train(cfg: Any, workdir: str) -> TrainResult:
   ckpt, start, state, state_shardings = restore_or_init(
       cfg, workdir, lambda: pretrain.init_state(mcfg, tx, cfg.seed), mesh, it)
   if start == 0 and (cfg.init.video or cfg.init.text):
-    state["params"] = jax.device_put(_load_towers(cfg, state["params"]),
+    state["params"] = jax.device_put(load_towers(cfg, state["params"]),
                                      state_shardings["params"])
 
   # -- step

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -38,8 +39,8 @@ class MetricsWriter:
     self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:
-      for k, v in values.items():
-        self._tb.add_scalar(k, v, step)
+      for k, v in values.items():  # TensorBoard tags: no "@" or spaces ("R@1/Left Atrium")
+        self._tb.add_scalar(re.sub(r"[^\w./-]", "_", k), v, step)
     log.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
 
   def close(self) -> None:

@@ -244,12 +244,8 @@ def train(cfg: Any, workdir: str) -> loop.TrainResult:
   ckpt, start, state, shardings = loop.restore_or_init(
       cfg, workdir, lambda: init_state(mcfg, tx, cfg.seed), mesh, it)
   if start == 0 and cfg.init:
-    from echoprime_jax.weights import checkpoint as tower_ckpt
-    loaded = nnx.state(tower_ckpt.load_tower(cfg.init), nnx.Param)
-    state["params"] = jax.device_put(
-        jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, state["params"]),
-        shardings["params"])
-    log.info("initialised the view classifier from %s", cfg.init)
+    state["params"] = jax.device_put(loop.load_converted(state["params"], cfg.init,
+                                                         "view classifier"), shardings["params"])
 
   # -- step
   step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,

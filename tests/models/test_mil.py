@@ -1,9 +1,12 @@
 """Gated-attention MIL: masking, normalisation, shapes, and that attention can be learned."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from echoprime_jax.models import mil, section_table
@@ -11,7 +14,7 @@ from echoprime_jax.models import mil, section_table
 
 def _model(**kw):
   cfg = mil.MILConfig(num_sections=3, feature_dim=8 + 4, embed_dim=8, hidden_dim=16, out_dim=6,
-                      **kw)
+                      identity_init=False, **kw)
   return mil.GatedAttentionMIL(cfg, rngs=nnx.Rngs(0))
 
 
@@ -82,3 +85,37 @@ def test_attention_learns_which_view_matters_per_section():
   for s in range(3):
     on_view = weights[:, s][views == s]  # (64,) attention on the informative video
     assert on_view.mean() > 0.9, (s, on_view.mean())
+
+
+def test_identity_init_passes_the_attended_mean_through():
+  cfg = mil.MILConfig(num_sections=2, feature_dim=8 + 4, embed_dim=8, hidden_dim=16, out_dim=8)
+  model = mil.GatedAttentionMIL(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(4)
+  feats = _features(rng, 3, 4, [[0, 1, 2, 3]] * 3)
+  out, weights = model(feats, jnp.ones((3, 4), bool))
+  expected = np.einsum("bsv,bvd->bsd", np.asarray(weights), np.asarray(feats)[..., :8])
+  np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="identity_init"):
+    mil.GatedAttentionMIL(dataclasses.replace(cfg, out_dim=6), rngs=nnx.Rngs(0))
+
+
+def test_fixed_table_aggregator_matches_the_table_pooling():
+  rng = np.random.default_rng(5)
+  table = rng.uniform(size=(3, 4)).astype(np.float32)
+  table[1, 2] = 0.0
+  emb = rng.standard_normal((2, 5, 8)).astype(np.float32)
+  views = np.asarray([[0, 1, 2, 3, 2], [2, -1, 1, 0, 0]])
+  mask = np.asarray([[True] * 5, [True, True, True, False, False]])
+  feats = section_table.video_features(jnp.asarray(emb), jnp.asarray(views), 4)
+  out, weights = mil.FixedTableMIL(table, 8)(feats, jnp.asarray(mask))
+  # attention: the table weight of each video's view, over the study's real videos, sums to 1
+  np.testing.assert_allclose(np.asarray(weights)[0, 1], [table[1, 0], table[1, 1], 0.0,
+                             table[1, 3], 0.0] / (table[1, [0, 1, 3]].sum()), rtol=1e-6)
+  assert float(weights[1, :, 1].max()) == 0.0 and float(weights[1, :, 3:].max()) == 0.0
+  np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, rtol=1e-6)
+  # the pooled direction is the fixed-table pooling's
+  pooled = np.asarray(out) / np.linalg.norm(np.asarray(out), axis=-1, keepdims=True)
+  reference = section_table.pool(jnp.asarray(emb), jnp.asarray(views), jnp.asarray(mask),
+                                 jnp.asarray(table))
+  np.testing.assert_allclose(pooled, np.asarray(reference), rtol=1e-5, atol=1e-6)
+  assert not jax.tree.leaves(nnx.state(mil.FixedTableMIL(table, 8), nnx.Param))

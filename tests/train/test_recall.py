@@ -10,32 +10,19 @@ chance). The bar, 1.6x chance, leaves room for another CPU's rounding to take an
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STEPS = 300
-EVAL_EVERY = 100
 MIN_RATIO = 1.6  # measured 2.2x (module docstring)
 
 
-def test_tiny_run_reaches_recall_well_above_chance(synthetic_100, tmp_path):
-  # The trainer's CLI as a user runs it: one process, one CPU device (both cores in XLA's
-  # intra-op pool; two 1-core devices would run this step ~1.5x slower).
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  run = subprocess.run(
-      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/pretrain.py:tiny",
-       "--workdir", str(tmp_path), f"--config.data.dir={synthetic_100}",
-       f"--config.total_steps={STEPS}", f"--config.eval_every={EVAL_EVERY}",
-       f"--config.checkpoint_every={STEPS}"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+def test_tiny_run_reaches_recall_well_above_chance(tiny_pretrain_run):
+  workdir, run = tiny_pretrain_run  # the CLI, 300 steps, evaluated every 100 (conftest.py)
   assert run.returncode == 0, run.stderr[-3000:]
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   evals = [(r["step"], r["val/mean_R@10"]) for r in rows if "val/mean_R@10" in r]
   print("mean R@10 by step:", evals)
+  assert [s for s, _ in evals] == [100, 200, 300]
   m = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val/")}
   print(json.dumps(m, indent=1))  # the numbers, for the log
   chance = m["chance_R@10"]

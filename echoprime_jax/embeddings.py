@@ -1,0 +1,200 @@
+"""Frozen-tower embeddings of one split, computed once and cached: the input of the MIL stage,
+retrieval and probing.
+
+Per video: the video tower's embedding of its deterministic clip (frame 0 onwards, the
+reference's inference clip), L2-normalised, with its study and view. Per study: the text
+tower's embedding of each report section ("[CLS] <Section>: <text> [SEP]", L2-normalised) and
+an id per distinct section text (studies whose section reads the same share the id: they are
+not negatives of each other in the MIL loss, and retrieval ranks distinct texts).
+
+Cache: `DIR/<split>.npz` + `DIR/<split>.json` (the fingerprint: tower source, data folder,
+clip and text settings). A cache whose fingerprint differs from the request is recomputed,
+never silently reused. Multi-host: every process computes its slice of the videos and text
+rows; the results are gathered and process 0 writes the files; every process then holds the
+whole split in memory (embeddings are small: 2 KB per video at 512-d).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("echoprime_jax.embeddings")
+
+
+@dataclasses.dataclass
+class SplitEmbeddings:
+  video_embedding: np.ndarray  # (N, D) float32, L2-normalised
+  video_study: np.ndarray  # (N,) int32 position of the video's study in `study_ids`
+  video_view: np.ndarray  # (N,) int32 COARSE_VIEWS index (-1 unknown)
+  video_record: np.ndarray  # (N,) int64 global record index in the split's shards
+  section_embedding: np.ndarray  # (M, S, D) float32, L2-normalised; zeros where absent
+  section_text: np.ndarray  # (M, S) int32 distinct-text id per section, -1 where absent
+  study_ids: np.ndarray  # (M,) str, the shards' pseudonymous study ids
+  sections: tuple[str, ...]  # the S section names
+
+  @property
+  def num_studies(self) -> int:
+    return len(self.study_ids)
+
+  def videos_of(self) -> list[np.ndarray]:
+    """Per study: the indices of its videos (in record order)."""
+    order = np.argsort(self.video_study, kind="stable")
+    bounds = np.searchsorted(self.video_study[order], np.arange(self.num_studies + 1))
+    return [order[bounds[m]:bounds[m + 1]] for m in range(self.num_studies)]
+
+  def save(self, path: str, fingerprint: dict[str, Any]) -> None:
+    """Writes `path` (.npz) and its fingerprint (.json) atomically (rename when complete)."""
+    tmp = path + ".tmp.npz"
+    arrays = {k: getattr(self, k) for k in ("video_embedding", "video_study", "video_view",
+                                            "video_record", "section_embedding",
+                                            "section_text")}
+    np.savez(tmp, study_ids=np.asarray(self.study_ids, str),
+             sections=np.asarray(self.sections, str), **arrays)
+    os.replace(tmp, path)
+    with open(_meta_path(path) + ".tmp", "w") as f:
+      json.dump(fingerprint, f, indent=2, sort_keys=True)
+    os.replace(_meta_path(path) + ".tmp", _meta_path(path))
+
+  @classmethod
+  def load(cls, path: str) -> "SplitEmbeddings":
+    with np.load(path, allow_pickle=False) as z:
+      return cls(**{k: z[k] for k in ("video_embedding", "video_study", "video_view",
+                                      "video_record", "section_embedding", "section_text",
+                                      "study_ids")}, sections=tuple(str(s) for s in z["sections"]))
+
+
+def _meta_path(path: str) -> str:
+  return os.path.splitext(path)[0] + ".json"
+
+
+def cached(path: str, fingerprint: dict[str, Any],
+           compute: Callable[[], SplitEmbeddings]) -> SplitEmbeddings:
+  """The cache at `path` if its fingerprint equals `fingerprint`, else `compute()` (saved by
+  process 0; the others wait for it)."""
+  import jax
+  fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+  if os.path.isfile(path) and os.path.isfile(_meta_path(path)):
+    with open(_meta_path(path)) as f:
+      if json.load(f) == fingerprint:
+        log.info("embeddings from the cache %s", path)
+        return SplitEmbeddings.load(path)
+    log.info("%s was computed with other settings: recomputing", path)
+  out = compute()
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    out.save(path, fingerprint)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"embeddings {path}")
+  return out
+
+
+def _gather(local: dict[str, Any]) -> dict[str, np.ndarray]:
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    local = multihost_utils.process_allgather(local, tiled=True)
+  return {k: np.asarray(v) for k, v in local.items()}
+
+
+def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride: int,
+            frame_size: int, batch_size: int, mesh, dtype: str = "float32",
+            sections: tuple[str, ...] | None = None, progress: bool = True
+            ) -> SplitEmbeddings:
+  """Embeds every video and every report section of `split` with a frozen two-tower `model`
+  (`two_tower.TwoTower`, put in evaluation mode here). batch_size: global, videos or text rows
+  per step; sections: the section names kept (default: the 15 of EchoPrime's table)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from tqdm import tqdm
+
+  from echoprime_jax import losses, parallel
+  from echoprime_jax.data import pipeline
+  from echoprime_jax.data.normalize import normalize_video
+  from echoprime_jax.data.tokenizer import SECTION_ORDER
+  from echoprime_jax.models import section_table
+
+  sections = tuple(sections or section_table.TABLE_SECTIONS)
+  model.eval()
+  graphdef, state = nnx.split(model)
+  sharding = parallel.batch_sharding(mesh)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  per_process = batch_size // jax.process_count()
+  show = progress and jax.process_index() == 0
+
+  @jax.jit
+  def embed_video(state, video, frame_mask):
+    m = nnx.merge(graphdef, state)
+    return losses.l2_normalize(m.embed_video(normalize_video(video, frame_mask,
+                                                             jnp.dtype(dtype))))
+
+  @jax.jit
+  def embed_text(state, ids, mask):
+    return losses.l2_normalize(nnx.merge(graphdef, state).embed_text(ids, mask))
+
+  # -- videos: the evaluation clip pipeline (padded to whole global batches)
+  pcfg = pipeline.PipelineConfig(batch_size=per_process, clip_length=clip_length,
+                                 clip_stride=clip_stride, frame_size=frame_size, augment=None,
+                                 num_epochs=1, require_report=False, workers=0)
+  studies = index.studies(split)
+  n_videos = sum(len(s.records) for s in studies)
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in ("e", "study", "view", "record", "valid")}
+  bar = tqdm(total=n_videos, desc=f"embed {split} videos", unit="video", disable=not show)
+  for batch in pipeline.clip_dataset(index, split, None, pcfg, train=False):
+    g = pipeline.to_global({k: batch[k] for k in ("video", "frame_mask")}, sharding)
+    local = {"e": embed_video(state, g["video"], g["frame_mask"]), "study": batch["study"],
+             "view": batch["view"], "record": batch["record"], "valid": batch["valid"]}
+    local = _gather(local)
+    for k, v in local.items():
+      parts[k].append(v)
+    bar.update(int(local["valid"].sum()))
+  bar.close()
+  got = {k: np.concatenate(v) for k, v in parts.items()}
+  keep = got["valid"]
+  order = np.argsort(got["record"][keep], kind="stable")
+  video = {k: got[k][keep][order] for k in ("e", "study", "view", "record")}
+
+  # -- report sections: distinct texts get one id each; rows split over processes
+  rows = [SECTION_ORDER.index(s) for s in sections]
+  ids_list, mask_list, where, text_id = [], [], [], np.full((len(studies), len(sections)), -1,
+                                                             np.int32)
+  distinct: dict[bytes, int] = {}
+  for m, study in enumerate(studies):
+    ids, mask, present = encoder.encode_sections(study.sections)
+    for j, r in enumerate(rows):
+      if present[r]:
+        key = ids[r].tobytes()
+        text_id[m, j] = distinct.setdefault(key, len(distinct))
+        ids_list.append(ids[r])
+        mask_list.append(mask[r])
+        where.append((m, j))
+  dim = int(video["e"].shape[1]) if len(video["e"]) else model.config.text.out_dim
+  section_embedding = np.zeros((len(studies), len(sections), dim), np.float32)
+  if ids_list:
+    ids_all, mask_all = np.stack(ids_list), np.stack(mask_list)
+    total = len(ids_all)
+    padded = -(-total // batch_size) * batch_size
+    ids_all = np.concatenate([ids_all, np.repeat(ids_all[:1], padded - total, 0)])
+    mask_all = np.concatenate([mask_all, np.repeat(mask_all[:1], padded - total, 0)])
+    out = []
+    lo = jax.process_index() * per_process
+    for start in tqdm(range(0, padded, batch_size), desc=f"embed {split} sections",
+                      unit="batch", disable=not show):
+      g = pipeline.to_global({"ids": ids_all[start + lo:start + lo + per_process],
+                              "mask": mask_all[start + lo:start + lo + per_process]}, sharding)
+      out.append(_gather({"t": embed_text(state, g["ids"], g["mask"])})["t"])
+    text = np.concatenate(out)[:total]
+    for (m, j), t in zip(where, text):
+      section_embedding[m, j] = t
+  return SplitEmbeddings(
+      video_embedding=video["e"].astype(np.float32), video_study=video["study"].astype(np.int32),
+      video_view=video["view"].astype(np.int32), video_record=video["record"].astype(np.int64),
+      section_embedding=section_embedding, section_text=text_id,
+      study_ids=np.asarray([s.study_id for s in studies], str), sections=sections)
