@@ -7,6 +7,7 @@ Variants:
   small      ConvNeXt-small: the same task, ~1.7x cheaper per frame.
   tiny       a 2-stage toy ConvNeXt on 64x64 frames: minutes on 2 CPU cores, for the demo and
              the tests (shards converted with --size 64).
+--config.taxonomy=fine trains the 58-view classifier (shards labelled with its view names).
 Every field can be overridden: `--config.data.frames=4` averages the logits of 4 frames per
 clip; `--config.balance=none` turns off the class-balanced loss.
 """
@@ -25,6 +26,11 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.image_size = 64 if arg == "tiny" else 224
   c.dtype = "float32"
   c.dropout = -1.0  # >= 0: override stochastic depth (-1: the architecture's default)
+  # Label space: "coarse" (EchoPrime's 11 views), "fine" (data_prep/taxonomies/fine_58.csv:
+  # 58 B-mode and colour-Doppler views, reported as coarse too), or a taxonomy CSV path.
+  c.taxonomy = "coarse"
+  # Fine taxonomies: + this weight x the cross-entropy of the rolled-up coarse prediction.
+  c.coarse_loss_weight = 1.0
 
   # frames: frames read per clip (their logits are averaged); training reads them from a
   # random start, evaluation from frame 0 (frames=1: the reference's frame 0).

@@ -219,13 +219,13 @@ def process_slot(process_index: int | None, process_count: int | None) -> tuple[
 
 def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
                  cfg: PipelineConfig, *, train: bool, process_index: int | None = None,
-                 process_count: int | None = None):
+                 process_count: int | None = None, taxonomy=None):
   """Video-report pairs, batched per process. Each batch:
 
     video       (B, T, H, W, 3) uint8     frame_mask (B, T) bool (False = padding frame)
     text_ids    (B, L) int32              text_mask  (B, L) int32 (L = encoder.max_len;
                                           absent when encoder is None: clips and views only)
-    view        (B,) int32 (COARSE_VIEWS index, -1 unknown)
+    view        (B,) int32 (COARSE_VIEWS index, or the class in `taxonomy`; -1 unknown)
     record      (B,) int64 (global record index), study (B,) int32, valid (B,) bool
   plus, when training with augmentation, aug_affine (B, 2, 3), aug_intensity (B, 3) and
   aug_erase (B, 4): the per-clip parameters that `augment.batch_video` applies on the device.
@@ -234,7 +234,7 @@ def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
   import grain
   records = _Records(index.shard_paths(split))
   studies = index.studies(split)
-  table = video_table(studies, cfg.require_report)
+  table = video_table(studies, cfg.require_report, taxonomy)
   if len(table) == 0:
     raise ValueError(f"split {split!r} of {index.data_dir} has no videos"
                      + (" with a report" if cfg.require_report else ""))

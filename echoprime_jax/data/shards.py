@@ -16,9 +16,7 @@ import os
 import numpy as np
 
 from data_prep import record_schema
-from data_prep.views import COARSE_VIEWS
-
-VIEW_INDEX = {name: i for i, name in enumerate(COARSE_VIEWS)}
+from data_prep import views as views_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +24,9 @@ class Study:
   """One study of a split: its videos (as global record indices) and its report."""
   study_id: str
   records: tuple[int, ...]  # global indices into the split's ArrayRecordDataSource
-  views: tuple[int, ...]  # COARSE_VIEWS index per video, -1 when unknown
+  views: tuple[int, ...]  # COARSE_VIEWS index per video (fine labels rolled up), -1 unknown
   sections: dict[str, str]  # parsed report; {} when the study has no report
+  view_names: tuple[str, ...] = ()  # the label as data prep recorded it ("" unlabelled)
 
   @property
   def has_report(self) -> bool:
@@ -65,20 +64,26 @@ class ShardIndex:
     """The split's studies in study-id order (pseudonyms: a stable, PHI-free order)."""
     import pyarrow.parquet as pq
     offsets = self.shard_offsets(split)
+    coarse = views_lib.coarse_taxonomy()
     table = pq.read_table(os.path.join(self.data_dir, "studies.parquet")).to_pylist()
     out = []
     for row in sorted(table, key=lambda r: r["study_id"]):
       if row["split"] != split:
         continue
       records = tuple(offsets[s] + int(i) for s, i in zip(row["shards"], row["record_indices"]))
-      views = tuple(VIEW_INDEX.get(v, -1) for v in row["views"])
-      out.append(Study(row["study_id"], records, views, json.loads(row["sections"] or "{}")))
+      names = tuple(str(v or "") for v in row["views"])
+      views = tuple(coarse.index(v) for v in names)
+      out.append(Study(row["study_id"], records, views, json.loads(row["sections"] or "{}"),
+                       names))
     return out
 
 
-def video_table(studies: list[Study], require_report: bool) -> np.ndarray:
-  """(N, 3) int64 rows (global record index, study position, view) over the studies' videos."""
-  rows = [(r, s, v) for s, study in enumerate(studies)
-          if study.has_report or not require_report
-          for r, v in zip(study.records, study.views)]
+def video_table(studies: list[Study], require_report: bool,
+                taxonomy: views_lib.Taxonomy | None = None) -> np.ndarray:
+  """(N, 3) int64 rows (global record index, study position, view) over the studies' videos;
+  view: the coarse index, or the class in `taxonomy` (-1 unlabelled)."""
+  rows = [(r, s, v if taxonomy is None else taxonomy.index(name))
+          for s, study in enumerate(studies) if study.has_report or not require_report
+          for r, v, name in zip(study.records, study.views,
+                                study.view_names or ("",) * len(study.records))]
   return np.asarray(rows, np.int64).reshape(-1, 3)

@@ -5,11 +5,15 @@ eval -> loop (the loop itself is `loop.run`, shared with pretraining).
 
 ConvNeXt on clip frames -> view logits. As EchoPrime's released classifier, evaluation reads
 frame 0 of each video (`data.frames=1`); with `data.frames=k` the logits of k frames are
-averaged, and training reads its frames from a random start. Labels are the shards' view of
-each video (the 11 coarse views); videos without a view are read but carry no loss. Rare views
-weigh more in the loss (`balance="inverse_frequency"`), so a view seen in 2% of videos is not
-ignored. Validation: accuracy, balanced accuracy (mean per-class recall), per-class F1 and a
-confusion matrix (WORKDIR/confusion/step_N.png and .json).
+averaged, and training reads its frames from a random start. The label space is a taxonomy
+(`--config.taxonomy`: "coarse", the 11 views; "fine", the built-in 58; or a CSV path, see
+`data_prep/views.py`); the shards' view labels resolve in it, and videos without a label in it
+are read but carry no loss. Rare views weigh more in the loss
+(`balance="inverse_frequency"`), so a view seen in 2% of videos is not ignored. Validation:
+accuracy, balanced accuracy (mean per-class recall), per-class F1 and a confusion matrix
+(WORKDIR/confusion/step_N.png and .json); a fine taxonomy also reports the coarse views
+(`coarse/...` metrics, confusion coarse_step_N.*): a clip's coarse probability is the sum of
+its fine children's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from data_prep import views as views_lib
 from data_prep.views import COARSE_VIEWS
 from echoprime_jax import parallel
 from echoprime_jax.data import augment as augment_lib
@@ -79,10 +84,23 @@ def clip_logits(model: convnext.ConvNeXt, video: jax.Array, frame_mask: jax.Arra
   return (logits * weight).sum(1) / jnp.maximum(weight.sum(1), 1.0)
 
 
+def coarse_log_probs(logits: jax.Array, coarse_ids: tuple[int, ...]) -> jax.Array:
+  """(B, K_fine) logits -> (B, 11) log-probabilities of the coarse views (log of the summed
+  probabilities of each coarse view's fine children)."""
+  member = np.eye(len(COARSE_VIEWS), dtype=bool)[np.asarray(coarse_ids)]  # (K_fine, 11)
+  lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jax.nn.logsumexp(jnp.where(member[None], lp[:, :, None], -jnp.inf), axis=1)
+
+
 def train_step(state: dict, batch: dict, *, graphdef, tx, schedule, cfg: Any,
-               weights: np.ndarray) -> tuple[dict, dict]:
+               weights: np.ndarray, coarse_ids: tuple[int, ...] | None = None
+               ) -> tuple[dict, dict]:
   """One optimizer step; batch: video (B, T, H, W, 3) uint8, frame_mask (B, T), view (B,)
-  int32 (-1: no label), valid (B,), and the augmentation parameters when drawn."""
+  int32 (-1: no label), valid (B,), and the augmentation parameters when drawn.
+
+  coarse_ids (fine taxonomy): each class's coarse view; the loss then adds
+  cfg.coarse_loss_weight x the cross-entropy of the rolled-up coarse prediction, so the
+  coarse view is learned even where fine siblings are hard to tell apart."""
   video = normalize_video(augment_lib.batch_video(batch), batch["frame_mask"],
                           jnp.dtype(cfg.dtype))
   labels = batch["view"]
@@ -96,6 +114,11 @@ def train_step(state: dict, batch: dict, *, graphdef, tx, schedule, cfg: Any,
     k = logits.shape[-1]
     targets = optax.smooth_labels(jax.nn.one_hot(safe, k), cfg.label_smoothing)
     ce = optax.softmax_cross_entropy(logits, targets)
+    if coarse_ids is not None and cfg.coarse_loss_weight:
+      coarse_label = jnp.asarray(coarse_ids)[safe]
+      ce_coarse = -jnp.take_along_axis(coarse_log_probs(logits, coarse_ids),
+                                       coarse_label[:, None], axis=1)[:, 0]
+      ce = ce + cfg.coarse_loss_weight * ce_coarse
     return (ce * w).sum() / jnp.maximum(w.sum(), 1e-6), logits
 
   (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -143,7 +166,8 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray,
 def confusion_png(confusion: np.ndarray, names: tuple[str, ...], path: str) -> None:
   """A row-normalised confusion matrix as a labelled heat map (PIL; no plotting library)."""
   from PIL import Image, ImageDraw
-  k, cell, margin = len(names), 28, 170
+  k, margin = len(names), 170
+  cell = 28 if k <= 16 else 20  # a 58-view matrix stays ~1.3k pixels wide
   rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
   img = Image.new("RGB", (margin + k * cell + 10, margin + k * cell + 10), "white")
   draw = ImageDraw.Draw(img)
@@ -163,39 +187,60 @@ def confusion_png(confusion: np.ndarray, names: tuple[str, ...], path: str) -> N
   img.save(path)
 
 
+def roll_up(logits: np.ndarray, coarse_ids: tuple[int, ...]) -> np.ndarray:
+  """(N, K_fine) logits -> (N, 11) coarse probabilities: each coarse view's fine children's
+  softmax probabilities summed."""
+  z = logits - logits.max(1, keepdims=True)
+  p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+  out = np.zeros((len(logits), len(COARSE_VIEWS)))
+  np.add.at(out.T, np.asarray(coarse_ids), p.T)
+  return out
+
+
 class Evaluator:
   """Validation metrics over every labelled video of the evaluation split (frame 0 onwards,
   deterministic); writes the confusion matrix as PNG + JSON under WORKDIR/confusion/."""
 
-  def __init__(self, cfg: Any, index: ShardIndex, eval_graphdef, mesh, workdir: str):
+  def __init__(self, cfg: Any, index: ShardIndex, eval_graphdef, mesh, workdir: str,
+               taxonomy: views_lib.Taxonomy):
     self.dataset = pipeline.clip_dataset(
         index, cfg.data.eval_split, None, _pipeline_config(cfg, cfg.eval_batch_size, False),
-        train=False)
+        train=False, taxonomy=taxonomy)
     self.sharding = parallel.batch_sharding(mesh)
     self.predict = jax.jit(functools.partial(predict_step, graphdef=eval_graphdef, cfg=cfg))
     self.folder = os.path.join(workdir, "confusion")
-    self.names = COARSE_VIEWS
+    self.taxonomy = taxonomy
 
   def __call__(self, state: dict) -> dict[str, float]:
     from jax.experimental import multihost_utils
-    labels, predicted = [], []
+    labels, logits = [], []
     for batch in self.dataset:
-      logits = self.predict(state["params"], state["rest"],
-                            pipeline.to_global(batch, self.sharding))
-      local = {"pred": jnp.argmax(logits, -1), "view": batch["view"], "valid": batch["valid"]}
+      out = self.predict(state["params"], state["rest"], pipeline.to_global(batch, self.sharding))
+      local = {"logits": out.astype(jnp.float32), "view": batch["view"],
+               "valid": batch["valid"]}
       if jax.process_count() > 1:
         local = multihost_utils.process_allgather(local, tiled=True)
       keep = np.asarray(local["valid"]) & (np.asarray(local["view"]) >= 0)
       labels.append(np.asarray(local["view"])[keep])
-      predicted.append(np.asarray(local["pred"])[keep])
-    metrics, confusion = classification_metrics(np.concatenate(labels),
-                                                np.concatenate(predicted), self.names)
-    if jax.process_index() == 0:
-      os.makedirs(self.folder, exist_ok=True)
-      step = int(jax.device_get(state["step"]))
-      confusion_png(confusion, self.names, os.path.join(self.folder, f"step_{step}.png"))
-      with open(os.path.join(self.folder, f"step_{step}.json"), "w") as f:
-        json.dump({"views": list(self.names), "confusion": confusion.tolist()}, f)
+      logits.append(np.asarray(local["logits"])[keep])
+    labels, logits = np.concatenate(labels), np.concatenate(logits)
+    tax = self.taxonomy
+    results = {"": (labels, np.argmax(logits, -1), tax.views)}
+    if not tax.is_coarse:
+      coarse_ids = np.asarray(tax.coarse_ids())
+      results["coarse_"] = (coarse_ids[labels], np.argmax(roll_up(logits, tax.coarse_ids()), -1),
+                            COARSE_VIEWS)
+    metrics: dict[str, float] = {}
+    step = int(jax.device_get(state["step"]))
+    for prefix, (y, pred, names) in results.items():
+      m, confusion = classification_metrics(y, pred, names)
+      metrics.update({(prefix.replace("_", "/") + k): v for k, v in m.items()})
+      if jax.process_index() == 0:
+        os.makedirs(self.folder, exist_ok=True)
+        base = os.path.join(self.folder, f"{prefix}step_{step}")
+        confusion_png(confusion, names, base + ".png")
+        with open(base + ".json", "w") as f:
+          json.dump({"views": list(names), "confusion": confusion.tolist()}, f)
     return metrics
 
 
@@ -220,19 +265,22 @@ def train(cfg: Any, workdir: str) -> loop.TrainResult:
 
   # -- data
   index = ShardIndex(cfg.data.dir)
-  table = video_table(index.studies(cfg.data.train_split), False)
-  weights = class_weights(table[:, 2], len(COARSE_VIEWS), cfg.balance)
+  taxonomy = views_lib.taxonomy(cfg.taxonomy)
+  table = video_table(index.studies(cfg.data.train_split), False, taxonomy)
+  weights = class_weights(table[:, 2], len(taxonomy), cfg.balance)
   labelled = int((table[:, 2] >= 0).sum())
   if labelled == 0:
     raise ValueError(f"split {cfg.data.train_split!r} of {cfg.data.dir} has no videos with a "
-                     "view label (convert with --labels)")
+                     f"view label in the {taxonomy.name!r} taxonomy (convert with --labels)")
   train_ds = pipeline.clip_dataset(index, cfg.data.train_split, None,
-                                   _pipeline_config(cfg, cfg.batch_size, True), train=True)
+                                   _pipeline_config(cfg, cfg.batch_size, True), train=True,
+                                   taxonomy=taxonomy)
   total_steps = int(cfg.total_steps) or max(1, math.ceil(cfg.epochs * labelled / cfg.batch_size))
-  log.info("%d labelled training videos; class weights %s", labelled, np.round(weights, 2))
+  log.info("%d labelled training videos, %d %s views; class weights %s", labelled,
+           len(taxonomy), taxonomy.name, np.round(weights, 2))
 
   # -- model and optimizer (abstract)
-  mcfg = model_config(cfg)
+  mcfg = model_config(cfg, len(taxonomy))
   abstract_model = nnx.eval_shape(lambda: create_model(mcfg, cfg.seed))
   graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
   abstract_model.eval()
@@ -249,12 +297,15 @@ def train(cfg: Any, workdir: str) -> loop.TrainResult:
 
   # -- step
   step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-                                      cfg=cfg, weights=weights),
+                                      cfg=cfg, weights=weights,
+                                      coarse_ids=None if taxonomy.is_coarse
+                                      else taxonomy.coarse_ids()),
                     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                     donate_argnums=(0,))
   first = pipeline.to_global(next(it), batch_sharding)
   compiled = step_fn.lower(state, first).compile()
-  evaluator = Evaluator(cfg, index, eval_graphdef, mesh, workdir) if cfg.eval_every else None
+  evaluator = (Evaluator(cfg, index, eval_graphdef, mesh, workdir, taxonomy)
+               if cfg.eval_every else None)
   return loop.run(cfg, workdir, compiled=compiled, state=state, first=first,
                   it=it, start=start, total_steps=total_steps,
                   batch_sharding=batch_sharding, evaluator=evaluator, ckpt=ckpt, desc="views")

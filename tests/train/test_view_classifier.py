@@ -71,3 +71,59 @@ def test_tiny_run_classifies_held_out_views(synthetic_100, tmp_path):
   confusion = np.asarray(json.load(open(tmp_path / "confusion" / f"step_{step}.json"))["confusion"])
   assert confusion.sum() == m["num_videos"]
   assert os.path.isdir(tmp_path / "checkpoints" / str(step))
+
+
+def test_roll_up_sums_the_fine_children():
+  logits = np.log(np.asarray([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]]))
+  coarse_ids = (2, 0, 2, 0)  # fine 0, 2 -> coarse 2; fine 1, 3 -> coarse 0
+  p = view_classifier.roll_up(logits, coarse_ids)
+  assert p.shape == (2, len(COARSE_VIEWS))
+  np.testing.assert_allclose(p[:, [0, 2]], [[0.6, 0.4], [0.2, 0.8]])
+  np.testing.assert_allclose(p.sum(1), 1.0)
+  lp = view_classifier.coarse_log_probs(logits, coarse_ids)
+  np.testing.assert_allclose(np.exp(np.asarray(lp)), p, rtol=1e-5, atol=1e-7)
+
+
+def _fine_relabelled(shards, out):
+  """The shards with every coarse label replaced by its first fine child in the 58-view file
+  (A4C -> A4C, Parasternal_Long -> PLAX, Apical_Doppler -> A4C_color_MV, ...): the synthetic
+  archive renders the 11 coarse layouts only, so one child each keeps the labels learnable."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from data_prep import views
+  fine = views.fine_taxonomy()
+  children = {c: [v for v, p in zip(fine.views, fine.coarse) if p == c]
+              for c in views.COARSE_VIEWS}
+  out.mkdir()
+  for f in shards.iterdir():
+    if f.name != "studies.parquet":
+      (out / f.name).symlink_to(f)
+  rows = pq.read_table(shards / "studies.parquet").to_pylist()
+  for row in rows:
+    row["views"] = [children[v][0] if v else v for v in row["views"]]
+  pq.write_table(pa.Table.from_pylist(rows), out / "studies.parquet")
+  return out
+
+
+def test_fine_taxonomy_run_reports_coarse_views(synthetic_100, tmp_path):
+  """58-way training on fine labels: held-out fine views, and coarse views by roll-up."""
+  shards = _fine_relabelled(synthetic_100, tmp_path / "fine_shards")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  run = subprocess.run(
+      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/views.py:tiny",
+       "--workdir", str(tmp_path / "run"), f"--config.data.dir={shards}",
+       "--config.taxonomy=fine", "--config.total_steps=250", "--config.eval_every=250"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  m = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val/")}
+  print(json.dumps({k: v for k, v in m.items() if "f1/" not in k}, indent=1))
+  assert m["coarse/num_videos"] == m["num_videos"] > 150
+  # Measured after 250 steps: fine accuracy 0.88, coarse (roll-up) 0.91; chance 1/11. (The
+  # 11-way run reaches 0.96 in 200 steps: 47 never-seen classes dilute the early steps.)
+  assert m["accuracy"] >= 0.8, m
+  assert m["coarse/accuracy"] >= 0.85 and m["coarse/accuracy"] >= m["accuracy"], m
+  assert "f1/PLAX" in m and "f1/A4C_color_MV" in m  # fine class names
+  confusion = json.load(open(tmp_path / "run" / "confusion" / "step_250.json"))
+  assert len(confusion["views"]) == 58
+  assert (tmp_path / "run" / "confusion" / "coarse_step_250.png").exists()
