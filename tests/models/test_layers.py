@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from echoprime_jax.models import layers
@@ -44,6 +45,27 @@ def test_depthwise_conv_matches_grouped_xla_conv():
   strides, padding = (1, 2, 2), ((1, 1), (1, 1), (1, 1))
   ours = jax.jit(lambda x, k: layers.depthwise_conv(x, k, strides, padding))(x, kernel)
   np.testing.assert_allclose(ours, _lax_conv(x, kernel, strides, padding, groups=6), atol=2e-5)
+
+
+@pytest.mark.parametrize("shape, ksize, strides, padding", [
+    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 1, 1), ((1, 1),) * 3),  # MViT q pooling
+    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 2, 2), ((1, 1),) * 3),
+    ((1, 4, 17, 15, 3), (3, 3, 3), (1, 4, 4), ((1, 1),) * 3),  # stride > kernel: empty phases
+    ((1, 6, 17, 19, 2), (3, 3, 3), (2, 8, 8), ((1, 1),) * 3),  # input past the last window
+    ((2, 11, 9, 4), (7, 7), (1, 1), ((3, 3),) * 2),  # ConvNeXt's 7x7
+    ((2, 10, 11, 4), (3, 5), (2, 3), ((1, 1), (2, 2))),
+])
+def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, padding):
+  # The hand-written VJP (per stride phase) against autodiff of XLA's grouped convolution.
+  x, kernel = _random(shape, 5), _random((*ksize, 1, shape[-1]), 6)
+  ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=shape[-1])
+  target = _random(ref(x, kernel).shape, 7)
+  g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(
+      layers.depthwise_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
+  g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * target), argnums=(0, 1))(x, kernel)
+  for a, b in zip(g_ours, g_ref):
+    assert float(jnp.abs(b).max()) > 1.0
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
 
 
 def test_patch_conv_matches_a_stride_equal_kernel_conv():
