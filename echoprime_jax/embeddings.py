@@ -3,7 +3,8 @@ retrieval and probing.
 
 Per video: the video tower's embedding of its deterministic clip (frame 0 onwards, the
 reference's inference clip), L2-normalised, with its study and view. Per study: the text
-tower's embedding of each report section ("[CLS] <Section>: <text> [SEP]", L2-normalised) and
+tower's embedding of the whole report (its first window: what EchoPrime's candidate database
+holds) and of each report section ("[CLS] <Section>: <text> [SEP]", L2-normalised) and
 an id per distinct section text (studies whose section reads the same share the id: they are
 not negatives of each other in the MIL loss, and retrieval ranks distinct texts).
 
@@ -37,6 +38,7 @@ class SplitEmbeddings:
   section_text: np.ndarray  # (M, S) int32 distinct-text id per section, -1 where absent
   study_ids: np.ndarray  # (M,) str, the shards' pseudonymous study ids
   sections: tuple[str, ...]  # the S section names
+  report_embedding: np.ndarray | None = None  # (M, D) whole report (first window), L2-normalised
 
   @property
   def num_studies(self) -> int:
@@ -53,7 +55,8 @@ class SplitEmbeddings:
     tmp = path + ".tmp.npz"
     arrays = {k: getattr(self, k) for k in ("video_embedding", "video_study", "video_view",
                                             "video_record", "section_embedding",
-                                            "section_text")}
+                                            "section_text", "report_embedding")
+              if getattr(self, k) is not None}
     np.savez(tmp, study_ids=np.asarray(self.study_ids, str),
              sections=np.asarray(self.sections, str), **arrays)
     os.replace(tmp, path)
@@ -66,7 +69,8 @@ class SplitEmbeddings:
     with np.load(path, allow_pickle=False) as z:
       return cls(**{k: z[k] for k in ("video_embedding", "video_study", "video_view",
                                       "video_record", "section_embedding", "section_text",
-                                      "study_ids")}, sections=tuple(str(s) for s in z["sections"]))
+                                      "study_ids")}, sections=tuple(str(s) for s in z["sections"]),
+                 report_embedding=z["report_embedding"] if "report_embedding" in z else None)
 
 
 def _meta_path(path: str) -> str:
@@ -161,10 +165,11 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
   order = np.argsort(got["record"][keep], kind="stable")
   video = {k: got[k][keep][order] for k in ("e", "study", "view", "record")}
 
-  # -- report sections: distinct texts get one id each; rows split over processes
+  # -- report sections (distinct texts get one id each) and whole reports; rows split over
+  # processes in global batches
   rows = [SECTION_ORDER.index(s) for s in sections]
-  ids_list, mask_list, where, text_id = [], [], [], np.full((len(studies), len(sections)), -1,
-                                                             np.int32)
+  ids_list, mask_list, where = [], [], []
+  text_id = np.full((len(studies), len(sections)), -1, np.int32)
   distinct: dict[bytes, int] = {}
   for m, study in enumerate(studies):
     ids, mask, present = encoder.encode_sections(study.sections)
@@ -176,25 +181,34 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
         mask_list.append(mask[r])
         where.append((m, j))
   dim = int(video["e"].shape[1]) if len(video["e"]) else model.config.text.out_dim
-  section_embedding = np.zeros((len(studies), len(sections), dim), np.float32)
-  if ids_list:
-    ids_all, mask_all = np.stack(ids_list), np.stack(mask_list)
+
+  def embed_rows(ids_rows: list[np.ndarray], mask_rows: list[np.ndarray], what: str
+                 ) -> np.ndarray:
+    if not ids_rows:
+      return np.zeros((0, dim), np.float32)
+    ids_all, mask_all = np.stack(ids_rows), np.stack(mask_rows)
     total = len(ids_all)
     padded = -(-total // batch_size) * batch_size
     ids_all = np.concatenate([ids_all, np.repeat(ids_all[:1], padded - total, 0)])
     mask_all = np.concatenate([mask_all, np.repeat(mask_all[:1], padded - total, 0)])
     out = []
     lo = jax.process_index() * per_process
-    for start in tqdm(range(0, padded, batch_size), desc=f"embed {split} sections",
+    for start in tqdm(range(0, padded, batch_size), desc=f"embed {split} {what}",
                       unit="batch", disable=not show):
       g = pipeline.to_global({"ids": ids_all[start + lo:start + lo + per_process],
                               "mask": mask_all[start + lo:start + lo + per_process]}, sharding)
       out.append(_gather({"t": embed_text(state, g["ids"], g["mask"])})["t"])
-    text = np.concatenate(out)[:total]
-    for (m, j), t in zip(where, text):
-      section_embedding[m, j] = t
+    return np.concatenate(out)[:total]
+
+  section_embedding = np.zeros((len(studies), len(sections), dim), np.float32)
+  for (m, j), t in zip(where, embed_rows(ids_list, mask_list, "sections")):
+    section_embedding[m, j] = t
+  encoded = [encoder.encode(s.sections) for s in studies]  # first window, as at evaluation
+  report_embedding = embed_rows([e[0] for e in encoded], [e[1] for e in encoded], "reports")
+  report_embedding[[not s.has_report for s in studies]] = 0.0
   return SplitEmbeddings(
       video_embedding=video["e"].astype(np.float32), video_study=video["study"].astype(np.int32),
       video_view=video["view"].astype(np.int32), video_record=video["record"].astype(np.int64),
       section_embedding=section_embedding, section_text=text_id,
-      study_ids=np.asarray([s.study_id for s in studies], str), sections=sections)
+      study_ids=np.asarray([s.study_id for s in studies], str), sections=sections,
+      report_embedding=report_embedding.astype(np.float32))

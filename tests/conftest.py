@@ -108,3 +108,23 @@ def tiny_pretrain_run(synthetic_100, tmp_path_factory):
        f"--config.checkpoint_every={TINY_PRETRAIN_STEPS}"],
       cwd=root, env=env, capture_output=True, text=True, timeout=900)
   return workdir, run
+
+
+@pytest.fixture(scope="session")
+def tiny_mil_run(tiny_pretrain_run, synthetic_100, tmp_path_factory):
+  """(workdir, CompletedProcess) of the MIL CLI (tiny, 150 steps, evaluated every 50) on the
+  towers of `tiny_pretrain_run`: the MIL test checks it, retrieval builds on its outputs."""
+  import subprocess
+  import sys
+  pretrain_dir, run = tiny_pretrain_run
+  assert run.returncode == 0, run.stderr[-3000:]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path_factory.mktemp("mil_tiny")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  run = subprocess.run(
+      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/mil.py:tiny",
+       "--workdir", str(workdir), f"--config.data.dir={synthetic_100}",
+       f"--config.towers_from={pretrain_dir}", "--config.total_steps=150",
+       "--config.eval_every=50"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  return workdir, run

@@ -117,15 +117,12 @@ def _depthwise_bwd(strides, padding, residuals, g):
   w = kernel.astype(g.dtype)
   # kernel gradient: per tap, the window of x_pad times g, summed over batch and positions
   taps = list(itertools.product(*(range(k) for k in ksize)))
-  products = []
+  dk = []
   for tap in taps:
     limit = [xp.shape[0]] + [t + s * (o - 1) + 1 for t, s, o in zip(tap, strides, out_size)]
     window = jax.lax.slice(xp, (0, *tap, 0), (*limit, xp.shape[-1]), (1, *strides, 1))
-    products.append((window * g).astype(jnp.float32))
-  # one reduction over the stacked products: XLA fuses the stack into a single loop (27
-  # separate reductions were 27 loops, each compiled and each reading g again)
-  dkernel = jnp.sum(jnp.stack(products), axis=tuple(range(1, nd + 2)))
-  dkernel = dkernel.reshape(*ksize, 1, -1).astype(kernel.dtype)
+    dk.append(jnp.sum((window * g).astype(jnp.float32), axis=tuple(range(nd + 1))))
+  dkernel = jnp.stack(dk).reshape(*ksize, 1, -1).astype(kernel.dtype)
   # input gradient, phase by phase on the output grid
   shift = [(k - 1) // s for k, s in zip(ksize, strides)]
   gp = jnp.pad(g, [(0, 0), *[(q, q) for q in shift], (0, 0)])

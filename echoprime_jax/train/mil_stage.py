@@ -273,7 +273,7 @@ def _split_embeddings(cfg: Any, towers: frozen_towers.FrozenTowers, index: Shard
   fingerprint = {"towers": towers.source, "data": os.path.abspath(cfg.data.dir), "split": split,
                  "clip_length": towers.clip_length, "clip_stride": towers.clip_stride,
                  "frame_size": towers.frame_size, "section_len": towers.encoder.section_len,
-                 "dtype": cfg.dtype, "format": 1}
+                 "dtype": cfg.dtype, "format": 2}
   return embeddings_lib.cached(
       os.path.join(workdir, "embeddings", f"{split}.npz"), fingerprint,
       lambda: embeddings_lib.compute(

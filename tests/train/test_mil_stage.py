@@ -183,38 +183,44 @@ def test_section_loss_ignores_absent_sections_and_padding():
   assert np.isfinite(float(loss)) and float(loss) > 0
 
 
-def test_cli_on_a_tiny_pretraining_run(tiny_pretrain_run, synthetic_100, tmp_path):
-  """The stage as a user runs it: towers from a pretraining run folder, embeddings cached,
-  trained, exported; then the exported table used as a fixed aggregator (cache reused)."""
+def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, synthetic_100):
+  """The stage as a user runs it (conftest.tiny_mil_run): towers from a pretraining run folder,
+  embeddings cached, trained, exported; then the exported table used as a fixed aggregator
+  (the cache reused)."""
   import json
   import subprocess
   import sys
-  pretrain_dir, run = tiny_pretrain_run
-  assert run.returncode == 0, run.stderr[-3000:]
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  base = [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/mil.py:tiny",
-          "--workdir", str(tmp_path), f"--config.data.dir={synthetic_100}",
-          f"--config.towers_from={pretrain_dir}"]
-  trained = subprocess.run(base + ["--config.total_steps=150", "--config.eval_every=50"],
-                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  workdir, trained = tiny_mil_run
   assert trained.returncode == 0, trained.stderr[-3000:]
   m = json.loads(trained.stdout[trained.stdout.index("{"):])
   print(json.dumps(m, indent=1))
   assert m["section_queries"] >= 40  # 44 validation studies, 3 informative sections
-  # learned attention + projection retrieve the study's own section text better than chance
-  # and than the plain mean of its videos (measured: see the module's note in the README)
+  # Learned attention + projection retrieve the study's own section text better than chance
+  # and than the plain mean of its videos. Measured: section R@1 0.42, uniform 0.34, chance
+  # 0.18.
   assert m["section_R@1"] > m["chance_section_R@1"] and m["section_R@1"] > m["uniform_section_R@1"]
   for split in ("train", "val"):
-    assert os.path.isfile(tmp_path / "embeddings" / f"{split}.npz")
-    assert os.path.isfile(tmp_path / "export" / f"{split}_attention.csv")
-  table = section_table.read_csv(str(tmp_path / "attention_table.csv"))
+    assert os.path.isfile(workdir / "embeddings" / f"{split}.npz")
+    assert os.path.isfile(workdir / "export" / f"{split}_attention.csv")
+  table = section_table.read_csv(str(workdir / "attention_table.csv"))
   assert table.shape == (S, K) and np.allclose(table.max(1), 1.0)
-  assert len(os.listdir(tmp_path / "attention")) == 3  # steps 50, 100, 150
+  assert len(os.listdir(workdir / "attention")) == 3  # steps 50, 100, 150
 
-  fixed = subprocess.run(base + [f"--config.table={tmp_path / 'attention_table.csv'}"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  fixed_dir = workdir.parent / (workdir.name + "_fixed")
+  os.makedirs(fixed_dir / "embeddings")
+  for split in ("train", "val"):  # the same towers and data: the cache carries over
+    for ext in ("npz", "json"):
+      os.link(workdir / "embeddings" / f"{split}.{ext}", fixed_dir / "embeddings" / f"{split}.{ext}")
+  fixed = subprocess.run(
+      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/mil.py:tiny",
+       "--workdir", str(fixed_dir), f"--config.data.dir={synthetic_100}",
+       f"--config.towers_from={tiny_pretrain_run[0]}",
+       f"--config.table={workdir / 'attention_table.csv'}"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=600)
   assert fixed.returncode == 0, fixed.stderr[-3000:]
   assert "embeddings from the cache" in fixed.stderr
   f = json.loads(fixed.stdout[fixed.stdout.index("{"):])
   assert f["uniform_section_R@1"] == pytest.approx(m["uniform_section_R@1"])
+  assert os.path.isfile(fixed_dir / "export" / "val_sections.npz")

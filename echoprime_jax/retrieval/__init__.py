@@ -1,0 +1,1 @@
+"""Retrieval-augmented interpretation: nearest-neighbour indexes, report labels, candidates."""

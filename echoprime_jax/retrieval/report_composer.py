@@ -1,0 +1,89 @@
+"""Reports and measurements from nearest neighbours, section by section.
+
+Queries are a study's section embeddings `(Q, S, D)` (MIL or fixed-table pooling, one per
+report section, in `section_names` order); each section searches the candidate database on its
+own. Report: for each section in canonical order, the text of the nearest candidate whose report
+has that section (EchoPrime's rule). Measurements: each label reads the neighbours of *its own
+section* (looked up by name; EchoPrime's released code indexes an 11-entry list against a
+15-row matrix, so most labels read another section's neighbours):
+  regression  mean of the k neighbours' values (NaN ignored);
+  binary      fraction of positives, and `positive` = fraction >= the label's threshold
+              (`thresholds`, default 0.5);
+  severity    the distribution over none/mild/moderate/severe among the neighbours, its
+              most likely grade and its expected grade.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from data_prep import reports as reports_lib
+from echoprime_jax.retrieval import labels as labels_lib
+from echoprime_jax.retrieval.database import CandidateDatabase
+
+
+def section_neighbours(queries: np.ndarray, db: CandidateDatabase, k: int,
+                       chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """queries (Q, S, D) -> (indices (Q, S, k), scores (Q, S, k)), one search per section."""
+  q, s, d = queries.shape
+  flat = queries.reshape(q * s, d)
+  idx, scores = [], []
+  for start in range(0, len(flat), chunk):
+    i, sc = db.index.search(flat[start:start + chunk], k)
+    idx.append(i)
+    scores.append(sc)
+  kk = idx[0].shape[1]
+  return np.concatenate(idx).reshape(q, s, kk), np.concatenate(scores).reshape(q, s, kk)
+
+
+def compose(neighbours: np.ndarray, db: CandidateDatabase,
+            section_names: tuple[str, ...]) -> list[dict]:
+  """neighbours (Q, S, k) -> per query {"sections": {name: text}, "sources": {name: candidate
+  row}} with, per section, the first neighbour that has the section (canonical order)."""
+  has = {name: db.has_section(name) for name in section_names}
+  out = []
+  for row in neighbours:
+    sections, sources = {}, {}
+    for j, name in enumerate(section_names):
+      for c in row[j]:
+        if c >= 0 and has[name][c]:
+          sections[name] = db.sections[c][name]
+          sources[name] = int(c)
+          break
+    order = [n for n in reports_lib.SECTIONS if n in sections]
+    out.append({"sections": {n: sections[n] for n in order},
+                "sources": {n: sources[n] for n in order}})
+  return out
+
+
+def measure(neighbours: np.ndarray, db: CandidateDatabase, section_names: tuple[str, ...],
+            k: int = 50, thresholds: dict[str, float] | None = None) -> list[dict[str, dict]]:
+  """neighbours (Q, S, >=k) -> per query {label: {...}} (see the module docstring)."""
+  thresholds = thresholds or {}
+  out = [dict() for _ in range(len(neighbours))]
+  for rule in db.rules.rules:
+    if rule.section not in section_names:
+      raise ValueError(f"label {rule.name!r} reads section {rule.section!r}, which the queries "
+                       f"do not have (sections: {section_names})")
+    j = section_names.index(rule.section)
+    values = db.labels[rule.name][neighbours[:, j, :k]]  # (Q, k)
+    known = ~np.isnan(values)
+    for qi in range(len(neighbours)):
+      v = values[qi][known[qi]]
+      entry: dict = {"section": rule.section, "neighbours": int(known[qi].sum())}
+      if rule.mode == "regression":
+        entry["value"] = float(v.mean()) if len(v) else math.nan
+      elif rule.mode == "binary":
+        p = float(v.mean()) if len(v) else math.nan
+        entry.update(probability=p, threshold=float(thresholds.get(rule.name, 0.5)),
+                     positive=bool(p >= thresholds.get(rule.name, 0.5)) if len(v) else None)
+      else:
+        counts = np.bincount(v.astype(int), minlength=4)[:4] if len(v) else np.zeros(4)
+        dist = counts / max(counts.sum(), 1)
+        entry.update(distribution=dict(zip(labels_lib.SEVERITY, map(float, dist))),
+                     grade=labels_lib.SEVERITY[int(np.argmax(dist))] if len(v) else None,
+                     expected_grade=float((dist * np.arange(4)).sum()) if len(v) else math.nan)
+      out[qi][rule.name] = entry
+  return out

@@ -1,0 +1,85 @@
+"""Report composition and kNN measurements: each section takes its own neighbours."""
+
+import numpy as np
+import pytest
+
+from echoprime_jax.retrieval import database, report_composer
+
+SECTIONS = ("Left Ventricle", "Left Atrium", "Pericardium")
+
+
+def _db():
+  reports = [
+      {"Left Ventricle": "Systolic function is normal. Ejection fraction is 60%.",
+       "Pericardium": "No pericardial effusion."},
+      {"Left Ventricle": "Systolic function is severely reduced. Ejection fraction is 20%.",
+       "Left Atrium": "The left atrium is severely dilated.",
+       "Pericardium": "There is a severe pericardial effusion."},
+      {"Left Atrium": "Normal left atrial size.",
+       "Pericardium": "There is a mild pericardial effusion."},
+      {},  # no report: dropped
+  ]
+  emb = np.eye(4, 8, dtype=np.float32)
+  return database.build([f"s{i}" for i in range(4)], emb, reports, index_kind="exact")
+
+
+def _queries(targets):
+  """One query; section j points exactly at candidate targets[j]."""
+  q = np.zeros((1, len(SECTIONS), 8), np.float32)
+  for j, c in enumerate(targets):
+    q[0, j, c] = 1.0
+  return q
+
+
+def test_database_drops_studies_without_reports_and_extracts_labels(tmp_path):
+  db = _db()
+  assert len(db) == 3 and list(db.study_ids) == ["s0", "s1", "s2"]
+  np.testing.assert_array_equal(db.labels["lvef"][:2], [60, 20])
+  assert np.isnan(db.labels["lvef"][2])
+  np.testing.assert_array_equal(db.labels["pericardial_effusion"], [0, 3, 1])
+  from echoprime_jax.retrieval import labels
+  db.save(str(tmp_path / "db"), labels.DEFAULT_RULES)
+  again = database.CandidateDatabase.load(str(tmp_path / "db"))
+  np.testing.assert_array_equal(again.labels["pericardial_effusion"], [0, 3, 1])
+  assert again.sections[1]["Left Atrium"].startswith("The left atrium")
+  np.testing.assert_array_equal(again.index.search(_queries([1, 1, 1])[0], 1)[0][:, 0], [1] * 3)
+
+
+def test_each_measurement_reads_its_own_sections_neighbours():
+  db = _db()
+  # LV -> candidate 0 (EF 60, no effusion), LA -> 1, Pericardium -> 2 (mild effusion)
+  q = _queries([0, 1, 2])
+  nbrs, _ = report_composer.section_neighbours(q, db, 3)
+  m = report_composer.measure(nbrs, db, SECTIONS, k=1)[0]
+  assert m["lvef"]["value"] == 60.0 and m["lvef"]["section"] == "Left Ventricle"
+  assert m["left_atrium_dilation"]["grade"] == "severe"  # candidate 1's atrium
+  assert m["pericardial_effusion"]["grade"] == "mild"  # candidate 2's pericardium, not 0's
+  # a permutation of the sections' targets moves each measurement with its own section only
+  m2 = report_composer.measure(report_composer.section_neighbours(_queries([1, 2, 0]), db, 3)[0],
+                               db, SECTIONS, k=1)[0]
+  assert m2["lvef"]["value"] == 20.0 and m2["pericardial_effusion"]["grade"] == "none"
+  assert m2["left_atrium_dilation"]["grade"] == "none"
+
+
+def test_knn_averages_and_severity_distribution():
+  db = _db()
+  nbrs, _ = report_composer.section_neighbours(_queries([0, 1, 1]), db, 3)
+  m = report_composer.measure(nbrs, db, SECTIONS, k=3,
+                              thresholds={"lv_systolic_dysfunction": 0.4})[0]
+  assert m["lvef"]["value"] == pytest.approx(40.0)  # (60 + 20) / 2: candidate 2 states none
+  assert m["lvef"]["neighbours"] == 2
+  assert m["lv_systolic_dysfunction"]["probability"] == pytest.approx(0.5)
+  assert m["lv_systolic_dysfunction"]["positive"] is True  # threshold 0.4
+  dist = m["pericardial_effusion"]["distribution"]
+  assert dist == pytest.approx({"none": 1 / 3, "mild": 1 / 3, "moderate": 0.0, "severe": 1 / 3})
+  assert m["pericardial_effusion"]["expected_grade"] == pytest.approx(4 / 3)
+
+
+def test_compose_takes_the_nearest_candidate_that_has_the_section():
+  db = _db()
+  # LA query points at candidate 0, which has no atrium text: the next neighbour that has it
+  nbrs, _ = report_composer.section_neighbours(_queries([0, 0, 2]), db, 3)
+  out = report_composer.compose(nbrs, db, SECTIONS)[0]
+  assert out["sources"]["Left Ventricle"] == 0 and out["sources"]["Pericardium"] == 2
+  assert out["sources"]["Left Atrium"] in (1, 2) and out["sections"]["Left Atrium"]
+  assert list(out["sections"]) == ["Left Ventricle", "Left Atrium", "Pericardium"]
