@@ -4,7 +4,7 @@
   python -m echoprime_jax.index evaluate --db DB --mil_run RUN [--split val] [--k 50]
 
 build: the studies of a split (default: the MIL run's training split) become candidates: their
-report embeddings (the text tower's, from the run's embedding cache), report sections, and
+report and section embeddings (the text tower's, from the run's embedding cache), sections, and
 labels extracted by a rules file (default `echoprime_jax/retrieval/label_rules.json`); an index
 over the embeddings (exact below 20,000 candidates, ScaNN above, or forced with --index).
 evaluate: the held-out split's section embeddings (the MIL run's export) query the database;
@@ -65,6 +65,7 @@ def build(args) -> int:
     options = {k: v for k, v in dict(num_leaves=args.leaves, leaves_to_search=args.search_leaves,
                                      reorder=args.reorder).items() if v}
   db = database.build(emb.study_ids, emb.report_embedding, sections, args.rules, args.index,
+                      section_names=emb.sections, section_embeddings=emb.section_embedding,
                       **options)
   db.save(args.out, args.rules)
   counts = {k: int(np.sum(~np.isnan(v))) for k, v in db.labels.items()}
@@ -84,7 +85,8 @@ def evaluate(args) -> int:
   db = CandidateDatabase.load(args.db)
   truth = _split_reports(cfg["data"]["dir"], split, z["study_ids"])
   metrics = evaluate_lib.evaluate(db, z["section_embedding"],
-                                  tuple(str(s) for s in z["sections"]), truth, k=args.k)
+                                  tuple(str(s) for s in z["sections"]), truth, k=args.k,
+                                  match=args.match)
   width = max(len(k) for k in metrics)
   for key, value in metrics.items():
     print(f"{key:<{width}}  {value:.4f}")
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
   e.add_argument("--mil_run", required=True, help="the MIL run whose export holds the queries")
   e.add_argument("--split", default="", help="query split (default: the run's eval split)")
   e.add_argument("--k", type=int, default=50, help="neighbours per kNN measurement (50)")
+  e.add_argument("--match", default="section", choices=("section", "report"),
+                 help="each section's query searches the candidates' same-section text "
+                      "embeddings (section, what the MIL stage trains for) or their whole-report "
+                      "embeddings (report, EchoPrime's database)")
   e.add_argument("--out", default="", help="write the metrics as JSON here")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

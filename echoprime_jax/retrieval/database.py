@@ -4,7 +4,10 @@ with a nearest-neighbour index over the embeddings.
 Folder layout (`save` / `load`):
   candidates.parquet   study_id (pseudonym), sections (JSON {section: text}), one column per label
   embeddings.npy       (M, D) float32 L2-normalised report embeddings (the text tower's)
-  index/               the search index (`index.load_index`)
+  index/               the search index over the report embeddings (`index.load_index`)
+  section_embeddings.npy  (M, S, D) the text tower's embedding of each section (zeros: absent)
+  section_index/<j>/   one index per section over the candidates that have it (rows in
+                       section_rows.npz)
   rules.json           the label rules the labels were extracted with
   database.json        {"size", "dim", "labels", "format"}
 """
@@ -32,6 +35,9 @@ class CandidateDatabase:
   labels: dict[str, np.ndarray]  # name -> (M,) float32 (NaN: not stated)
   rules: labels_lib.Rules
   index: object = None  # ExactIndex | ScannIndex over `embeddings`
+  section_names: tuple[str, ...] = ()  # S sections of `section_embeddings`
+  section_embeddings: np.ndarray | None = None  # (M, S, D) float32, L2-normalised
+  section_indexes: list | None = None  # per section: (rows (M_s,) int64, index over them)
 
   def __len__(self) -> int:
     return len(self.study_ids)
@@ -51,10 +57,17 @@ class CandidateDatabase:
     np.save(os.path.join(directory, "embeddings.npy"), self.embeddings.astype(np.float32))
     if self.index is not None:
       self.index.save(os.path.join(directory, "index"))
+    if self.section_embeddings is not None:
+      np.save(os.path.join(directory, "section_embeddings.npy"), self.section_embeddings)
+      np.savez(os.path.join(directory, "section_rows.npz"),
+               **{str(j): rows for j, (rows, _) in enumerate(self.section_indexes)})
+      for j, (_, idx) in enumerate(self.section_indexes):
+        idx.save(os.path.join(directory, "section_index", str(j)))
     shutil.copyfile(rules_path, os.path.join(directory, "rules.json"))
     with open(os.path.join(directory, "database.json"), "w") as f:
       json.dump({"size": len(self), "dim": int(self.embeddings.shape[1]),
-                 "labels": list(self.labels), "format": FORMAT}, f, indent=2)
+                 "labels": list(self.labels), "sections": list(self.section_names),
+                 "format": FORMAT}, f, indent=2)
 
   @classmethod
   def load(cls, directory: str) -> "CandidateDatabase":
@@ -68,16 +81,28 @@ class CandidateDatabase:
     index = None
     if os.path.isdir(os.path.join(directory, "index")):
       index = index_lib.load_index(os.path.join(directory, "index"))
+    with open(os.path.join(directory, "database.json")) as f:
+      meta = json.load(f)
+    names, sec_emb, sec_idx = tuple(meta.get("sections", ())), None, None
+    if names:
+      sec_emb = np.load(os.path.join(directory, "section_embeddings.npy"))
+      with np.load(os.path.join(directory, "section_rows.npz")) as z:
+        sec_idx = [(z[str(j)], index_lib.load_index(os.path.join(directory, "section_index",
+                                                                 str(j))))
+                   for j in range(len(names))]
     return cls(np.asarray(table["study_id"], str),
                np.load(os.path.join(directory, "embeddings.npy")),
                [json.loads(s) for s in table["sections"]], labels,
-               labels_lib.load_rules(os.path.join(directory, "rules.json")), index)
+               labels_lib.load_rules(os.path.join(directory, "rules.json")), index,
+               names, sec_emb, sec_idx)
 
 
 def build(study_ids, embeddings: np.ndarray, sections: list[dict[str, str]],
           rules_path: str = labels_lib.DEFAULT_RULES, index_kind: str = "auto",
+          section_names: tuple[str, ...] = (), section_embeddings: np.ndarray | None = None,
           **index_options) -> CandidateDatabase:
-  """Candidates from studies with a report (others are dropped): labels by rules, an index."""
+  """Candidates from studies with a report (others are dropped): labels by rules, an index over
+  the report embeddings and, with section_embeddings (M, S, D), one per section."""
   keep = np.asarray([any(v.strip() for v in s.values()) for s in sections], bool)
   if not keep.any():
     raise ValueError("no study has a report: nothing to build a candidate database from")
@@ -85,6 +110,15 @@ def build(study_ids, embeddings: np.ndarray, sections: list[dict[str, str]],
   kept_sections = [s for s, k in zip(sections, keep) if k]
   emb = np.asarray(embeddings, np.float32)[keep]
   emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-  return CandidateDatabase(np.asarray(study_ids, str)[keep], emb, kept_sections,
-                           rules.table(kept_sections), rules,
-                           index_lib.build_index(emb, index_kind, **index_options))
+  db = CandidateDatabase(np.asarray(study_ids, str)[keep], emb, kept_sections,
+                         rules.table(kept_sections), rules,
+                         index_lib.build_index(emb, index_kind, **index_options))
+  if section_embeddings is not None:
+    sec = np.asarray(section_embeddings, np.float32)[keep]
+    db.section_names, db.section_embeddings, db.section_indexes = tuple(section_names), sec, []
+    for j, name in enumerate(section_names):
+      rows = np.flatnonzero(db.has_section(name) & (np.abs(sec[:, j]).sum(1) > 0))
+      vectors = sec[rows, j] if len(rows) else np.zeros((1, sec.shape[-1]), np.float32)
+      db.section_indexes.append((rows.astype(np.int64),
+                                 index_lib.build_index(vectors, index_kind, **index_options)))
+  return db

@@ -155,7 +155,7 @@ class ScannIndex:
     return np.concatenate(out_i), np.concatenate(out_s)
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.join(directory, "scann"), exist_ok=True)
     self.searcher.serialize(os.path.join(directory, "scann"), relative_path=True)
     _write_meta(directory, {"kind": self.kind, "size": self.size, "params": self.params})
 

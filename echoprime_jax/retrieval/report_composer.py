@@ -2,7 +2,10 @@
 
 Queries are a study's section embeddings `(Q, S, D)` (MIL or fixed-table pooling, one per
 report section, in `section_names` order); each section searches the candidate database on its
-own. Report: for each section in canonical order, the text of the nearest candidate whose report
+own, either against the candidates' whole-report embeddings (`match="report"`, EchoPrime's
+database) or against their embeddings of that same section (`match="section"`: what this
+project's MIL stage is trained to match, `mil_stage.py`). Neighbour rows are -1 where a section
+has fewer candidates than k. Report: for each section in canonical order, the text of the nearest candidate whose report
 has that section (EchoPrime's rule). Measurements: each label reads the neighbours of *its own
 section* (looked up by name; EchoPrime's released code indexes an 11-entry list against a
 15-row matrix, so most labels read another section's neighbours):
@@ -25,8 +28,14 @@ from echoprime_jax.retrieval.database import CandidateDatabase
 
 
 def section_neighbours(queries: np.ndarray, db: CandidateDatabase, k: int,
-                       chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-  """queries (Q, S, D) -> (indices (Q, S, k), scores (Q, S, k)), one search per section."""
+                       chunk: int = 4096, match: str = "report",
+                       section_names: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+  """queries (Q, S, D) -> (candidate rows (Q, S, k), scores (Q, S, k)), one search per
+  section (see the module docstring for `match`)."""
+  if match == "section":
+    return _by_section(queries, db, k, section_names)
+  if match != "report":
+    raise ValueError(f"match must be 'report' or 'section', got {match!r}")
   q, s, d = queries.shape
   flat = queries.reshape(q * s, d)
   idx, scores = [], []
@@ -36,6 +45,25 @@ def section_neighbours(queries: np.ndarray, db: CandidateDatabase, k: int,
     scores.append(sc)
   kk = idx[0].shape[1]
   return np.concatenate(idx).reshape(q, s, kk), np.concatenate(scores).reshape(q, s, kk)
+
+
+def _by_section(queries, db: CandidateDatabase, k: int, section_names):
+  if db.section_indexes is None:
+    raise ValueError("this database has no section embeddings; rebuild it, or use "
+                     "match='report'")
+  q, s, _ = queries.shape
+  rows_out = np.full((q, s, k), -1, np.int64)
+  scores_out = np.full((q, s, k), -np.inf, np.float32)
+  for j, name in enumerate(section_names):
+    if name not in db.section_names:
+      continue
+    rows, idx = db.section_indexes[db.section_names.index(name)]
+    if len(rows) == 0:
+      continue
+    local, sc = idx.search(queries[:, j], min(k, len(rows)))
+    rows_out[:, j, :local.shape[1]] = rows[local]
+    scores_out[:, j, :local.shape[1]] = sc
+  return rows_out, scores_out
 
 
 def compose(neighbours: np.ndarray, db: CandidateDatabase,
@@ -68,7 +96,8 @@ def measure(neighbours: np.ndarray, db: CandidateDatabase, section_names: tuple[
       raise ValueError(f"label {rule.name!r} reads section {rule.section!r}, which the queries "
                        f"do not have (sections: {section_names})")
     j = section_names.index(rule.section)
-    values = db.labels[rule.name][neighbours[:, j, :k]]  # (Q, k)
+    rows = neighbours[:, j, :k]
+    values = np.where(rows >= 0, db.labels[rule.name][np.maximum(rows, 0)], np.nan)  # (Q, k)
     known = ~np.isnan(values)
     for qi in range(len(neighbours)):
       v = values[qi][known[qi]]

@@ -83,3 +83,31 @@ def test_compose_takes_the_nearest_candidate_that_has_the_section():
   assert out["sources"]["Left Ventricle"] == 0 and out["sources"]["Pericardium"] == 2
   assert out["sources"]["Left Atrium"] in (1, 2) and out["sections"]["Left Atrium"]
   assert list(out["sections"]) == ["Left Ventricle", "Left Atrium", "Pericardium"]
+
+
+def test_section_matching_searches_each_sections_own_embeddings(tmp_path):
+  reports = [r for r in [
+      {"Left Ventricle": "Ejection fraction is 60%.", "Pericardium": "No pericardial effusion."},
+      {"Left Ventricle": "Ejection fraction is 20%.", "Left Atrium": "Normal left atrial size."},
+      {"Left Atrium": "The left atrium is severely dilated.",
+       "Pericardium": "There is a severe pericardial effusion."}]]
+  sec = np.zeros((3, 3, 8), np.float32)
+  sec[0, 0, 0] = sec[0, 2, 1] = 1.0  # candidate 0: LV along axis 0, pericardium along 1
+  sec[1, 0, 2] = sec[1, 1, 3] = 1.0
+  sec[2, 1, 4] = sec[2, 2, 5] = 1.0
+  db = database.build(["a", "b", "c"], np.eye(3, 8, dtype=np.float32), reports,
+                      index_kind="exact", section_names=SECTIONS, section_embeddings=sec)
+  from echoprime_jax.retrieval import labels
+  db.save(str(tmp_path / "db"), labels.DEFAULT_RULES)
+  db = database.CandidateDatabase.load(str(tmp_path / "db"))
+  q = np.zeros((1, 3, 8), np.float32)
+  q[0, 0, 2] = q[0, 1, 4] = q[0, 2, 1] = 1.0  # LV like b's, LA like c's, pericardium like a's
+  nbrs, _ = report_composer.section_neighbours(q, db, 5, match="section", section_names=SECTIONS)
+  assert nbrs.shape == (1, 3, 5)
+  assert nbrs[0, 0, 0] == 1 and nbrs[0, 1, 0] == 2 and nbrs[0, 2, 0] == 0
+  assert (nbrs[0, :, 2:] == -1).all()  # each section has 2 candidates: the rest is padding
+  m = report_composer.measure(nbrs, db, SECTIONS, k=1)[0]
+  assert m["lvef"]["value"] == 20.0 and m["left_atrium_dilation"]["grade"] == "severe"
+  assert m["pericardial_effusion"]["grade"] == "none"
+  m5 = report_composer.measure(nbrs, db, SECTIONS, k=5)[0]  # padding rows are ignored
+  assert m5["lvef"]["neighbours"] == 2 and m5["lvef"]["value"] == pytest.approx(40.0)
