@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
   e.add_argument("--out", default="", help="write the metrics as JSON here")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)
   return build(args) if args.command == "build" else evaluate(args)
 
 

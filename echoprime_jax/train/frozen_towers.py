@@ -39,16 +39,39 @@ class FrozenTowers:
   source: dict[str, Any]  # where the weights came from (part of the embedding fingerprint)
 
 
-def pretrain_config(run_dir: str) -> ml_collections.ConfigDict:
+def run_config(run_dir: str, stage: str) -> ml_collections.ConfigDict:
+  """The config.json of a finished run folder of `stage` (pretrain, views, mil)."""
   path = os.path.join(run_dir, "config.json")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{run_dir}: no config.json; towers_from must be a pretraining "
-                            "run folder (the --workdir of configs/pretrain.py)")
+    raise FileNotFoundError(f"{run_dir}: no config.json; expected the --workdir of a "
+                            f"configs/{stage}.py run")
   with open(path) as f:
     cfg = ml_collections.ConfigDict(json.load(f))
-  if cfg.get("stage") != "pretrain":
-    raise ValueError(f"{path}: stage {cfg.get('stage')!r}, not a pretraining run")
+  if cfg.get("stage") != stage:
+    raise ValueError(f"{path}: stage {cfg.get('stage')!r}, expected {stage!r}")
   return cfg
+
+
+def pretrain_config(run_dir: str) -> ml_collections.ConfigDict:
+  return run_config(run_dir, "pretrain")
+
+
+def restore_best(run_dir: str, cfg: Any, make_state, mesh) -> tuple[int, dict]:
+  """(step, state) of another run, replicated on `mesh`: its best kept step by
+  cfg.best_metric, else the newest. `make_state()` builds the run's state structure (it is
+  only traced). The folder is opened read-only."""
+  abstract = jax.eval_shape(make_state)
+  rep = parallel.replicated(mesh)
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), best_metric=cfg.best_metric or None,
+                      read_only=True)
+  try:
+    step = ckpt.best_step() or ckpt.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{run_dir}/checkpoints: no checkpoint to restore")
+    return ckpt.restore(target, step=step)
+  finally:
+    ckpt.close()
 
 
 def from_pretrain_run(run_dir: str, section_len: int, mesh, dtype: str = "float32"
@@ -61,18 +84,8 @@ def from_pretrain_run(run_dir: str, section_len: int, mesh, dtype: str = "float3
   mcfg = pretrain.model_config(pcfg, vocab_size=len(tok))
   abstract_params = nnx.state(nnx.eval_shape(lambda: pretrain.create_model(mcfg, 0)), nnx.Param)
   tx, _ = optimizer.make_optimizer(pcfg.optim, abstract_params, 1)
-  abstract = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, pcfg.seed))
-  rep = parallel.replicated(mesh)
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
-  ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), best_metric=pcfg.best_metric or None,
-                      read_only=True)
-  try:
-    step = ckpt.best_step() or ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{run_dir}/checkpoints: no checkpoint to take the towers from")
-    _, state = ckpt.restore(target, step=step)
-  finally:
-    ckpt.close()
+  step, state = restore_best(run_dir, pcfg, lambda: pretrain.init_state(mcfg, tx, pcfg.seed),
+                             mesh)
   graphdef = nnx.split(nnx.eval_shape(lambda: pretrain.create_model(mcfg, 0)), nnx.Param, ...)[0]
   model = nnx.merge(graphdef, state["params"], state["rest"])
   model.eval()

@@ -31,7 +31,7 @@ the aggregator must beat. The attention table (mean attention per (section, view
 uniform, min-max scaled per section) is written at every evaluation to
 WORKDIR/attention/step_N.csv in EchoPrime's format.
 
-Outputs at the end: WORKDIR/attention_table.csv (EchoPrime's format, from the eval split; load it
+Outputs at the end (from the best evaluated checkpoint): WORKDIR/attention_table.csv (EchoPrime's format, from the eval split; load it
 anywhere with `section_table.read_csv` or `--config.table`), and for each split
 WORKDIR/export/<split>_attention.csv (per video: study, record, view, its attention in each
 section) and WORKDIR/export/<split>_sections.npz (study_ids, section_embedding (M, S, D)
@@ -354,8 +354,13 @@ def train_on_embeddings(cfg: Any, workdir: str, train_emb: embeddings_lib.SplitE
                     start=start, total_steps=total_steps, batch_sharding=batch_sharding,
                     evaluator=evaluator if cfg.eval_every else None, ckpt=ckpt, desc="mil")
 
-  # -- export (final parameters)
+  # -- export, with the best evaluated checkpoint (as `export.py` and later stages load it)
   params, rest = result.state["params"], result.state["rest"]
+  if result.best_step is not None and result.best_step != result.step:
+    _, best = frozen_towers.restore_best(workdir, cfg, lambda: init_state(mcfg, tx, cfg.seed),
+                                         mesh)
+    params, rest = best["params"], best["rest"]
+    log.info("exporting with the best checkpoint, step %d", result.best_step)
   evaluator.export(params, rest, os.path.join(workdir, "attention_table.csv"))
   Evaluator(cfg, train_emb, graphdef, mesh, workdir, cfg.data.train_split).export(params, rest)
   return result
