@@ -99,6 +99,21 @@ def cached(path: str, fingerprint: dict[str, Any],
   return out
 
 
+def cached_split(towers, index, split: str, path: str, *, batch_size: int, mesh,
+                 dtype: str = "float32") -> SplitEmbeddings:
+  """`compute` with frozen towers (`train.frozen_towers.FrozenTowers`) through the cache at
+  `path`, fingerprinted by the towers' source, the data folder, the split and the clip and
+  text settings (the MIL stage and the export share one cache format)."""
+  fingerprint = {"towers": towers.source, "data": os.path.abspath(index.data_dir),
+                 "split": split, "clip_length": towers.clip_length,
+                 "clip_stride": towers.clip_stride, "frame_size": towers.frame_size,
+                 "section_len": towers.encoder.section_len, "dtype": dtype, "format": 2}
+  return cached(path, fingerprint, lambda: compute(
+      towers.model, towers.encoder, index, split, clip_length=towers.clip_length,
+      clip_stride=towers.clip_stride, frame_size=towers.frame_size, batch_size=batch_size,
+      mesh=mesh, dtype=dtype))
+
+
 def _gather(local: dict[str, Any]) -> dict[str, np.ndarray]:
   import jax
   if jax.process_count() > 1:

@@ -75,16 +75,9 @@ def run(args) -> int:
                      "devices")
   towers = frozen_towers.from_pretrain_run(args.towers, args.section_len, mesh)
   index = ShardIndex(args.data)
-  fingerprint = {"towers": towers.source, "data": os.path.abspath(args.data),
-                 "split": args.split, "clip_length": towers.clip_length,
-                 "clip_stride": towers.clip_stride, "frame_size": towers.frame_size,
-                 "section_len": args.section_len, "format": 2}
-  emb = embeddings_lib.cached(
-      os.path.join(args.out, "cache", f"{args.split}.npz"), fingerprint,
-      lambda: embeddings_lib.compute(
-          towers.model, towers.encoder, index, args.split, clip_length=towers.clip_length,
-          clip_stride=towers.clip_stride, frame_size=towers.frame_size,
-          batch_size=args.batch, mesh=mesh))
+  emb = embeddings_lib.cached_split(towers, index, args.split,
+                                    os.path.join(args.out, "cache", f"{args.split}.npz"),
+                                    batch_size=args.batch, mesh=mesh)
   sections = _sections(args, emb, mesh, args.out)
   if jax.process_index() != 0:
     return 0

@@ -27,14 +27,19 @@ log = logging.getLogger("echoprime_jax.index")
 
 
 def _run_config(run: str) -> dict:
-  path = os.path.join(run, "config.json")
+  from echoprime_jax.train import frozen_towers
+  try:
+    return frozen_towers.run_config(run, "mil").to_dict()
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(str(e)) from None
+
+
+def _run_file(run: str, *parts: str) -> str:
+  """A file a MIL run wrote (embeddings/, export/), or a clear exit."""
+  path = os.path.join(run, *parts)
   if not os.path.isfile(path):
-    raise SystemExit(f"{run}: no config.json (pass the --workdir of a configs/mil.py run)")
-  with open(path) as f:
-    cfg = json.load(f)
-  if cfg.get("stage") != "mil":
-    raise SystemExit(f"{path}: stage {cfg.get('stage')!r}, not a MIL run")
-  return cfg
+    raise SystemExit(f"{path}: not found (has the MIL stage run to the end for this split?)")
+  return path
 
 
 def _split_reports(data_dir: str, split: str, study_ids) -> list[dict[str, str]]:
@@ -52,9 +57,7 @@ def build(args) -> int:
   from echoprime_jax.retrieval import database
   cfg = _run_config(args.mil_run)
   split = args.split or cfg["data"]["train_split"]
-  path = os.path.join(args.mil_run, "embeddings", f"{split}.npz")
-  if not os.path.isfile(path):
-    raise SystemExit(f"{path}: no embeddings for split {split!r} (run the MIL stage first)")
+  path = _run_file(args.mil_run, "embeddings", f"{split}.npz")
   emb = SplitEmbeddings.load(path)
   if emb.report_embedding is None:
     raise SystemExit(f"{path}: made by an older version without report embeddings; delete "
@@ -78,10 +81,7 @@ def evaluate(args) -> int:
   from echoprime_jax.retrieval.database import CandidateDatabase
   cfg = _run_config(args.mil_run)
   split = args.split or cfg["data"]["eval_split"]
-  path = os.path.join(args.mil_run, "export", f"{split}_sections.npz")
-  if not os.path.isfile(path):
-    raise SystemExit(f"{path}: no exported section embeddings for split {split!r}")
-  z = np.load(path)
+  z = np.load(_run_file(args.mil_run, "export", f"{split}_sections.npz"))
   db = CandidateDatabase.load(args.db)
   truth = _split_reports(cfg["data"]["dir"], split, z["study_ids"])
   metrics = evaluate_lib.evaluate(db, z["section_embedding"],

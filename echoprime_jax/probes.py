@@ -69,8 +69,13 @@ def knn_predict(x, y, x_test, k: int) -> np.ndarray:
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-  from echoprime_jax.retrieval.evaluate import auc as _auc
-  return _auc(scores, labels)
+  """ROC AUC by the rank-sum formula (ties share ranks); NaN if one class is missing."""
+  from scipy.stats import rankdata
+  pos, neg = labels == 1, labels == 0
+  if not pos.any() or not neg.any():
+    return math.nan
+  ranks = rankdata(scores)
+  return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
 
 
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -88,43 +88,39 @@ def synthetic_100(tmp_path_factory):
 
 
 TINY_PRETRAIN_STEPS = 300
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trainer(config: str, workdir, *overrides: str):
+  """The trainer's CLI as a user runs it: one process, one CPU device (both cores in XLA's
+  intra-op pool; two 1-core devices would run the tiny step ~1.5x slower)."""
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  return subprocess.run([sys.executable, "-m", "echoprime_jax.train", "--config", config,
+                         "--workdir", str(workdir), *overrides],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="session")
 def tiny_pretrain_run(synthetic_100, tmp_path_factory):
   """(workdir, CompletedProcess) of the tiny pretraining CLI, 300 steps on `synthetic_100`,
   evaluated every 100 steps: the recall test reads its metrics, later stages its towers."""
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = tmp_path_factory.mktemp("pretrain_tiny")
-  # The trainer's CLI as a user runs it: one process, one CPU device (both cores in XLA's
-  # intra-op pool; two 1-core devices would run this step ~1.5x slower).
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  run = subprocess.run(
-      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/pretrain.py:tiny",
-       "--workdir", str(workdir), f"--config.data.dir={synthetic_100}",
-       f"--config.total_steps={TINY_PRETRAIN_STEPS}", "--config.eval_every=100",
-       f"--config.checkpoint_every={TINY_PRETRAIN_STEPS}"],
-      cwd=root, env=env, capture_output=True, text=True, timeout=900)
-  return workdir, run
+  return workdir, _trainer("configs/pretrain.py:tiny", workdir,
+                           f"--config.data.dir={synthetic_100}",
+                           f"--config.total_steps={TINY_PRETRAIN_STEPS}",
+                           "--config.eval_every=100",
+                           f"--config.checkpoint_every={TINY_PRETRAIN_STEPS}")
 
 
 @pytest.fixture(scope="session")
 def tiny_mil_run(tiny_pretrain_run, synthetic_100, tmp_path_factory):
   """(workdir, CompletedProcess) of the MIL CLI (tiny, 150 steps, evaluated every 50) on the
   towers of `tiny_pretrain_run`: the MIL test checks it, retrieval builds on its outputs."""
-  import subprocess
-  import sys
   pretrain_dir, run = tiny_pretrain_run
   assert run.returncode == 0, run.stderr[-3000:]
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   workdir = tmp_path_factory.mktemp("mil_tiny")
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  run = subprocess.run(
-      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/mil.py:tiny",
-       "--workdir", str(workdir), f"--config.data.dir={synthetic_100}",
-       f"--config.towers_from={pretrain_dir}", "--config.total_steps=150",
-       "--config.eval_every=50"],
-      cwd=root, env=env, capture_output=True, text=True, timeout=600)
-  return workdir, run
+  return workdir, _trainer("configs/mil.py:tiny", workdir, f"--config.data.dir={synthetic_100}",
+                           f"--config.towers_from={pretrain_dir}",
+                           "--config.total_steps=150", "--config.eval_every=50")

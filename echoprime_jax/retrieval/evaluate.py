@@ -11,10 +11,10 @@ the candidates' most common grade.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from echoprime_jax.probes import auc
+from echoprime_jax.retrieval import labels as labels_lib
 from echoprime_jax.retrieval import report_composer
 from echoprime_jax.retrieval.database import CandidateDatabase
 
@@ -27,16 +27,6 @@ def lvef_band(value: np.ndarray) -> np.ndarray:
   band = np.select([value >= LVEF_BANDS[0], value >= LVEF_BANDS[1], value >= LVEF_BANDS[2]],
                    [0, 1, 2], 3)
   return np.where(np.isnan(value), -1, band)
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-  """ROC AUC by the rank-sum formula (ties share ranks); NaN if one class is missing."""
-  from scipy.stats import rankdata
-  pos, neg = labels == 1, labels == 0
-  if not pos.any() or not neg.any():
-    return math.nan
-  ranks = rankdata(scores)
-  return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
 
 
 def _agreement(db: CandidateDatabase, generated: list[dict[str, str]],
@@ -91,8 +81,7 @@ def evaluate(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[st
       out[f"knn/{rule.name}_auc"] = auc(p[both], t[both])
     else:
       grade = np.asarray([np.nan if m[rule.name]["grade"] is None else
-                          ["none", "mild", "moderate", "severe"].index(m[rule.name]["grade"])
-                          for m in measured])
+                          labels_lib.SEVERITY.index(m[rule.name]["grade"]) for m in measured])
       out[f"knn/{rule.name}_grade_accuracy"] = float(np.mean(grade[ok] == t[ok]))
       majority = np.bincount(cand.astype(int), minlength=4).argmax() if len(cand) else 0
       out[f"majority_baseline/{rule.name}_grade_accuracy"] = float(np.mean(t[ok] == majority))

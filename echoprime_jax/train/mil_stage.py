@@ -268,20 +268,6 @@ class Evaluator:
     log.info("exported %s attention and section embeddings to %s", self.split, folder)
 
 
-def _split_embeddings(cfg: Any, towers: frozen_towers.FrozenTowers, index: ShardIndex,
-                      split: str, mesh, workdir: str) -> embeddings_lib.SplitEmbeddings:
-  fingerprint = {"towers": towers.source, "data": os.path.abspath(cfg.data.dir), "split": split,
-                 "clip_length": towers.clip_length, "clip_stride": towers.clip_stride,
-                 "frame_size": towers.frame_size, "section_len": towers.encoder.section_len,
-                 "dtype": cfg.dtype, "format": 2}
-  return embeddings_lib.cached(
-      os.path.join(workdir, "embeddings", f"{split}.npz"), fingerprint,
-      lambda: embeddings_lib.compute(
-          towers.model, towers.encoder, index, split, clip_length=towers.clip_length,
-          clip_stride=towers.clip_stride, frame_size=towers.frame_size,
-          batch_size=cfg.data.embed_batch_size, mesh=mesh, dtype=cfg.dtype))
-
-
 def train(cfg: Any, workdir: str) -> loop.TrainResult:
   """Runs (or resumes) the MIL stage, then exports; see the module docstring."""
   os.makedirs(workdir, exist_ok=True)
@@ -298,8 +284,12 @@ def train(cfg: Any, workdir: str) -> loop.TrainResult:
     texts = [" ".join(f"{k}: {v}" for k, v in s.sections.items())
              for s in index.studies(cfg.data.train_split)]
     towers = frozen_towers.from_config(cfg, mesh, workdir, texts)
-  train_emb = _split_embeddings(cfg, towers, index, cfg.data.train_split, mesh, workdir)
-  eval_emb = _split_embeddings(cfg, towers, index, cfg.data.eval_split, mesh, workdir)
+  train_emb, eval_emb = (
+      embeddings_lib.cached_split(towers, index, split,
+                                  os.path.join(workdir, "embeddings", f"{split}.npz"),
+                                  batch_size=cfg.data.embed_batch_size, mesh=mesh,
+                                  dtype=cfg.dtype)
+      for split in (cfg.data.train_split, cfg.data.eval_split))
   del towers  # the towers are not needed past this point
   return train_on_embeddings(cfg, workdir, train_emb, eval_emb, mesh)
 
