@@ -161,20 +161,23 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
       frame[jet] = [200 * strength + 40, 40, 255 * (1 - strength) + 40]
     frame[~sector] = 0
     video[t] = frame.astype(np.uint8)
-    _burn_in(video[t], study, view, t, fps, cycle, phase0)
+    _burn_in(video[t], study, view, t, fps, cycle, phase0, sector)
   return video, box
 
 
 def _burn_in(frame: np.ndarray, study: Study, view: str, t: int, fps: float, cycle: float,
-             phase0: float) -> None:
-  """Header text (PHI!) top-left, view label top-right, ECG trace along the bottom."""
+             phase0: float, sector: np.ndarray) -> None:
+  """Header text (PHI!) top-left, view label top-right, ECG trace along the bottom.
+
+  The text is drawn outside the scan sector only, as scanners do: at small frame sizes the
+  header would otherwise run into the sector's apex, and no sector mask could remove it."""
   h, w = frame.shape[:2]
   img = Image.fromarray(frame)
   draw = ImageDraw.Draw(img)
   draw.text((3, 2), study.patient_name.replace("^", " "), fill=(230, 230, 230))
   draw.text((3, 12), f"{study.patient_id} {study.study_date}", fill=(230, 230, 230))
   draw.text((w - 70, 2), view[:10], fill=(200, 200, 120))
-  frame[:] = np.asarray(img)
+  frame[:] = np.where(sector[..., None], frame, np.asarray(img))
   xs = np.arange(w)
   beat = ((xs / w * 2.0 + phase0) % 1.0)
   ecg = (h - 12 - 8 * np.exp(-((beat - 0.3) / 0.015) ** 2)).astype(int)

@@ -122,6 +122,24 @@ def _gather(local: dict[str, Any]) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in local.items()}
 
 
+def video_embedder(graphdef, dtype: str = "float32"):
+  """-> jitted embed(state, video (B, T, H, W, 3) uint8, frame_mask (B, T) bool) -> (B, D)
+  L2-normalised video-tower embeddings of a two-tower model split as (graphdef, state)."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from echoprime_jax import losses
+  from echoprime_jax.data.normalize import normalize_video
+
+  @jax.jit
+  def embed(state, video, frame_mask):
+    m = nnx.merge(graphdef, state)
+    return losses.l2_normalize(m.embed_video(normalize_video(video, frame_mask,
+                                                             jnp.dtype(dtype))))
+  return embed
+
+
 def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride: int,
             frame_size: int, batch_size: int, mesh, dtype: str = "float32",
             sections: tuple[str, ...] | None = None, progress: bool = True
@@ -130,13 +148,11 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
   (`two_tower.TwoTower`, put in evaluation mode here). batch_size: global, videos or text rows
   per step; sections: the section names kept (default: the 15 of EchoPrime's table)."""
   import jax
-  import jax.numpy as jnp
   from flax import nnx
   from tqdm import tqdm
 
   from echoprime_jax import losses, parallel
   from echoprime_jax.data import pipeline
-  from echoprime_jax.data.normalize import normalize_video
   from echoprime_jax.data.tokenizer import SECTION_ORDER
   from echoprime_jax.models import section_table
 
@@ -148,11 +164,7 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
   per_process = batch_size // jax.process_count()
   show = progress and jax.process_index() == 0
 
-  @jax.jit
-  def embed_video(state, video, frame_mask):
-    m = nnx.merge(graphdef, state)
-    return losses.l2_normalize(m.embed_video(normalize_video(video, frame_mask,
-                                                             jnp.dtype(dtype))))
+  embed_video = video_embedder(graphdef, dtype)
 
   @jax.jit
   def embed_text(state, ids, mask):

@@ -34,19 +34,10 @@ def _sections(args, emb, mesh, out_dir: str) -> np.ndarray | None:
   from flax import nnx
 
   from echoprime_jax.models import mil, section_table
-  from echoprime_jax.train import frozen_towers, mil_stage, optimizer
+  from echoprime_jax.train import mil_stage
   dim = emb.video_embedding.shape[1]
   if args.mil:
-    cfg = frozen_towers.run_config(args.mil, "mil")
-    mcfg = mil_stage.model_config(cfg, dim)
-    abstract = nnx.state(nnx.eval_shape(lambda: mil.GatedAttentionMIL(mcfg, rngs=nnx.Rngs(0))),
-                         nnx.Param)
-    tx, _ = optimizer.make_optimizer(cfg.optim, abstract, 1)
-    step, state = frozen_towers.restore_best(args.mil, cfg,
-                                             lambda: mil_stage.init_state(mcfg, tx, cfg.seed),
-                                             mesh)
-    log.info("section embeddings from %s, step %d", args.mil, step)
-    graphdef, params, rest = mil_stage.abstract_graphdef(cfg, dim), state["params"], state["rest"]
+    cfg, graphdef, params, rest, _ = mil_stage.restore_run(args.mil, dim, mesh)
   elif args.table:
     from configs import mil as mil_config
     cfg = mil_config.get_config("echoprime")

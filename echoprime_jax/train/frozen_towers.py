@@ -120,3 +120,12 @@ def from_config(cfg: Any, mesh, workdir: str, texts: list[str]) -> FrozenTowers:
                                                      cfg.data.section_len),
                       cfg.data.clip_length, cfg.data.clip_stride, cfg.towers.video.image_size,
                       {"init": dict(cfg.init), "towers": cfg.towers.to_dict(), "seed": cfg.seed})
+
+
+def from_mil_run(run_dir: str, mesh) -> FrozenTowers:
+  """The towers a MIL run embedded with: its towers_from pretraining run, else its converted
+  weights (cfg.init) and the tokenizer saved in the run folder."""
+  cfg = run_config(run_dir, "mil")
+  if cfg.towers_from:
+    return from_pretrain_run(cfg.towers_from, cfg.data.section_len, mesh, cfg.dtype)
+  return from_config(cfg, mesh, run_dir, [])

@@ -85,6 +85,20 @@ def init_state(mcfg: mil.MILConfig, tx: optax.GradientTransformation, seed: int)
           "opt_state": tx.init(params)}
 
 
+def restore_run(run_dir: str, embed_dim: int, mesh) -> tuple[Any, Any, Any, Any, int]:
+  """A MIL run folder's (cfg, graphdef, params, rest, step) at its best kept checkpoint,
+  replicated on `mesh` (the folder is opened read-only)."""
+  cfg = frozen_towers.run_config(run_dir, "mil")
+  mcfg = model_config(cfg, embed_dim)
+  abstract = nnx.state(nnx.eval_shape(lambda: mil.GatedAttentionMIL(mcfg, rngs=nnx.Rngs(0))),
+                       nnx.Param)
+  tx, _ = optimizer.make_optimizer(cfg.optim, abstract, 1)
+  step, state = frozen_towers.restore_best(run_dir, cfg,
+                                           lambda: init_state(mcfg, tx, cfg.seed), mesh)
+  log.info("MIL aggregator from %s, step %d", run_dir, step)
+  return cfg, abstract_graphdef(cfg, embed_dim), state["params"], state["rest"], int(step)
+
+
 def section_loss(pooled: jax.Array, targets: jax.Array, target_text: jax.Array,
                  log_scale: jax.Array, valid: jax.Array) -> tuple[jax.Array, dict]:
   """pooled, targets (B, S, D); target_text (B, S) int (-1 absent); valid (B,) ->

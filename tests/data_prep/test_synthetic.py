@@ -92,3 +92,23 @@ def test_effusion_severity_is_visible():
 def test_cli_help():
   with pytest.raises(SystemExit):
     synthetic.main(["--help"])
+
+
+@pytest.mark.parametrize("view", ["A4C", "Subcostal", "SSN"])
+def test_burned_in_text_stays_outside_the_sector_at_small_sizes(view):
+  # At 96 x 128 the header text is as wide as the sector's apex region; it must not be drawn
+  # into the sector, where no mask could remove it. Rendering the same clip for two patients
+  # (names, IDs and dates differ) must give the same sector pixels.
+  a, b = _study(55), _study(55)
+  b.patient_name, b.patient_id, b.study_date = "Other^Person", "PID999999", "19991231"
+  clip_a, _ = synthetic.render_clip(np.random.default_rng(5), a, view, 2, 30.0, 96, 128, False)
+  clip_b, _ = synthetic.render_clip(np.random.default_rng(5), b, view, 2, 30.0, 96, 128, False)
+  differs = (clip_a != clip_b).any(axis=(0, 3))
+  assert differs[:24].any()  # the header is there, and differs between the patients ...
+  (ax, ay, half, depth), _ = synthetic._VIEW_LAYOUT[view]
+  yy, xx = np.mgrid[:96, :128]
+  apex_x = clip_a.shape[2] * ax  # +- the renderer's ~1 px jitter of the apex: keep a margin
+  r = np.hypot(xx - apex_x, yy - ay * 96)
+  inside = (r > 6) & (r < depth * 96 - 1) & (np.abs(np.arctan2(xx - apex_x, yy - ay * 96))
+                                             < half - 0.1)
+  assert not (differs & inside).any()  # ... but never inside the sector

@@ -1,0 +1,108 @@
+"""One study's DICOM folder -> its clips, through data prep's own reader and preprocessing.
+
+Every file goes through `data_prep.convert`'s triage (`probe`: corrupt, non-DICOM,
+non-ultrasound, still) and per-clip processing (`convert_video`: decode, sector mask, crop,
+resize, JPEG round trip), so a study interpreted here is seen by the towers exactly as the
+training shards were. Nothing is written; no header field leaves this module except the frame
+rate. Files are named in messages by their path relative to the folder (the user's own input);
+the returned videos are numbered in file-name order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+
+import numpy as np
+
+log = logging.getLogger("echoprime_jax.study_reader")
+
+
+class StudyReadError(ValueError):
+  """The folder cannot be interpreted (missing, empty, no usable clip, several studies)."""
+
+
+@dataclasses.dataclass
+class StudyVideo:
+  number: int  # 1-based position among the folder's files (sorted by name)
+  frames: list[bytes]  # encoded frames at `size` (data prep's record format)
+  num_frames: int
+  fps: float
+  channels: int  # 1 grey (B-mode), 3 colour (Doppler)
+
+  def clip(self, length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation clip (frame 0 onwards) -> (video (length, S, S, 3) uint8, mask (length,))."""
+    from echoprime_jax.data import clips
+    idx, mask = clips.clip_indices(self.num_frames, length, stride)
+    return clips.decode_frames(self.frames, idx), mask
+
+  def thumbnails(self, count: int = 4) -> np.ndarray:
+    """(count, S, S, 3) uint8 frames evenly spaced over the video."""
+    from echoprime_jax.data import clips
+    idx = np.unique(np.linspace(0, self.num_frames - 1, count).round().astype(np.int32))
+    return clips.decode_frames(self.frames, idx)
+
+
+@dataclasses.dataclass
+class Study:
+  videos: list[StudyVideo]
+  not_used: list[tuple[int, str, str]]  # (number, status skipped/rejected, reason)
+  files: list[str]  # relative paths, index = number - 1 (for the user's console only)
+
+
+def read_study(folder: str, size: int, max_frames: int = 256, fallback_fps: float = 30.0,
+               progress: bool = True) -> Study:
+  """Reads every file under `folder` (hidden files ignored) -> the study's clips at `size` px.
+
+  Raises StudyReadError when the folder is missing or empty, when no file is a usable clip
+  (the message lists each file's reason), or when the clips belong to several studies.
+  """
+  from tqdm import tqdm
+
+  from data_prep import convert, deid
+  if not os.path.isdir(folder):
+    raise StudyReadError(f"{folder}: not a folder (expected one study's DICOM files)")
+  files = sorted(os.path.relpath(os.path.join(root, n), folder)
+                 for root, _, names in os.walk(folder) for n in names if not n.startswith("."))
+  if not files:
+    raise StudyReadError(f"{folder}: the folder is empty (expected one study's DICOM files)")
+  opts = convert.Options(size=size, max_frames=max_frames, fallback_fps=fallback_fps,
+                         split_fractions=(1.0, 0.0, 0.0))
+  key = secrets.token_bytes(32)  # pseudonyms are only compared within this call
+  pseudo = deid.Pseudonymizer(key)
+  videos, not_used, studies = [], [], set()
+  for number, rel in enumerate(tqdm(files, desc="read study", unit="file",
+                                    disable=not progress), start=1):
+    path = os.path.join(folder, rel)
+    row = convert.probe((path, pseudo("file", rel), key, opts))
+    if row["status"] != "pending":
+      not_used.append((number, row["status"], _named(row["reason"], rel)))
+      log.warning("%s %s", row["status"], not_used[-1][2])
+      continue
+    try:
+      record, _ = convert.convert_video(path, {**row, "split": "train"}, opts)
+    except Exception as e:  # one bad clip never stops the study
+      not_used.append((number, "rejected",
+                       _named(f"{type(e).__name__}: {e}".replace(path, rel), rel)))
+      log.warning("rejected %s", not_used[-1][2])
+      continue
+    studies.add(row["study_id"])
+    videos.append(StudyVideo(number, record["frames"], int(record["num_frames"]),
+                             float(record["fps"]), int(record["channels"])))
+  if not videos:
+    reasons = "; ".join(r for _, _, r in not_used)
+    raise StudyReadError(f"{folder}: no usable echo clip among {len(files)} files ({reasons})")
+  if len(studies) > 1:
+    raise StudyReadError(f"{folder}: the clips belong to {len(studies)} different studies "
+                         "(StudyInstanceUID); interpret one study per folder")
+  return Study(videos, not_used, files)
+
+
+def _named(reason: str, rel: str) -> str:
+  """"<rel>: <reason>" (data prep's reasons say <file KEY> for the path; here the user's own
+  name is clearer)."""
+  import re
+  reason = re.sub(r"<file [0-9a-f]+>", rel, reason)
+  return reason if reason.startswith(rel + ":") else f"{rel}: {reason}"
