@@ -8,7 +8,9 @@ coarse views, sometimes a still, a free-text report, and ground truth:
 * every view has its own geometry (sector apex, width, depth) and its own chamber layout, so
   views are learnable from pixels;
 * a beating left ventricle whose cavity volume follows the study's ejection fraction
-  (radius ~ volume^(1/3) between end-diastole and end-systole);
+  (radius ~ volume^(1/3) between end-diastole and end-systole) and which is dilated when the
+  ejection fraction is low (end-diastolic size +1.2% per point below 60%, as in dilated
+  cardiomyopathy; the report calls an LV with EF < 50% dilated);
 * findings that are visible *and* written in the report: pericardial effusion (a dark ring
   around the LV whose width grows with severity), left-atrial dilation (LA scaled by
   severity), colour-flow jets in the Doppler views;
@@ -126,6 +128,7 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
   u = ang / half
   v = r / radius
   ed_to_es = (1 - study.lvef / 100.0) ** (1 / 3)  # radius ratio for the EF's volume ratio
+  lv_dilation = 1 + 0.012 * max(0.0, 60.0 - study.lvef)  # end-diastolic size
   la_scale = 1 + 0.18 * SEVERITIES.index(study.findings["left_atrium_dilation"])
   effusion = 0.035 * SEVERITIES.index(study.findings["pericardial_effusion"])
   cycle = rng.uniform(0.8, 1.2)  # seconds per beat
@@ -143,7 +146,7 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
     for name, cu, cv, rx, ry in chambers:
       scale = 1.0
       if name == "LV":
-        scale = 1 - (1 - ed_to_es) * contraction
+        scale = lv_dilation * (1 - (1 - ed_to_es) * contraction)
       elif name == "LA":
         scale = la_scale * (1 + 0.1 * contraction)
       d = ((u - cu) / (rx * scale)) ** 2 + ((v - cv) / (ry * scale)) ** 2

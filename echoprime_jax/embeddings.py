@@ -140,6 +140,73 @@ def video_embedder(graphdef, dtype: str = "float32"):
   return embed
 
 
+def text_embedder(graphdef):
+  """-> jitted embed(state, ids (B, L) int32, mask (B, L)) -> (B, D) L2-normalised text-tower
+  embeddings of a two-tower model split as (graphdef, state)."""
+  import jax
+  from flax import nnx
+
+  from echoprime_jax import losses
+
+  @jax.jit
+  def embed(state, ids, mask):
+    return losses.l2_normalize(nnx.merge(graphdef, state).embed_text(ids, mask))
+  return embed
+
+
+def embed_in_batches(embed, state, arrays: dict[str, np.ndarray], *, batch_size: int, mesh,
+                     desc: str = "", progress: bool = False) -> np.ndarray:
+  """Rows held in memory (the same on every process) -> embed(state, **batch) of every row,
+  (N, D) float32. Batches of `batch_size` (global) are padded (with row 0), split over the
+  processes and gathered back."""
+  import jax
+  from tqdm import tqdm
+
+  from echoprime_jax import parallel
+  from echoprime_jax.data import pipeline
+  n = len(next(iter(arrays.values())))
+  padded = max(-(-n // batch_size), 1) * batch_size
+  arrays = {k: np.concatenate([a, np.repeat(a[:1], padded - n, 0)]) for k, a in arrays.items()}
+  sharding = parallel.batch_sharding(mesh)
+  per_process = batch_size // jax.process_count()
+  lo = jax.process_index() * per_process
+  out = []
+  for start in tqdm(range(0, padded, batch_size), desc=desc, unit="batch",
+                    disable=not (progress and jax.process_index() == 0)):
+    sl = slice(start + lo, start + lo + per_process)
+    g = pipeline.to_global({k: a[sl] for k, a in arrays.items()}, sharding)
+    out.append(_gather({"e": embed(state, **g)})["e"])
+  return np.concatenate(out)[:n].astype(np.float32)
+
+
+def _replicated_state(model, mesh):
+  import jax
+  from flax import nnx
+
+  from echoprime_jax import parallel
+  model.eval()
+  graphdef, state = nnx.split(model)
+  return graphdef, jax.device_put(state, parallel.replicated(mesh))
+
+
+def embed_clips(model, video: np.ndarray, frame_mask: np.ndarray, *, batch_size: int, mesh,
+                dtype: str = "float32") -> np.ndarray:
+  """Clips in memory -> (N, D) L2-normalised video-tower embeddings; video (N, T, H, W, 3)
+  uint8, frame_mask (N, T) (see `embed_in_batches`)."""
+  graphdef, state = _replicated_state(model, mesh)
+  return embed_in_batches(video_embedder(graphdef, dtype), state,
+                          {"video": video, "frame_mask": frame_mask}, batch_size=batch_size,
+                          mesh=mesh)
+
+
+def embed_texts(model, ids: np.ndarray, mask: np.ndarray, *, batch_size: int, mesh
+                ) -> np.ndarray:
+  """Token rows in memory -> (N, D) L2-normalised text-tower embeddings."""
+  graphdef, state = _replicated_state(model, mesh)
+  return embed_in_batches(text_embedder(graphdef), state, {"ids": ids, "mask": mask},
+                          batch_size=batch_size, mesh=mesh)
+
+
 def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride: int,
             frame_size: int, batch_size: int, mesh, dtype: str = "float32",
             sections: tuple[str, ...] | None = None, progress: bool = True
@@ -148,27 +215,21 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
   (`two_tower.TwoTower`, put in evaluation mode here). batch_size: global, videos or text rows
   per step; sections: the section names kept (default: the 15 of EchoPrime's table)."""
   import jax
-  from flax import nnx
   from tqdm import tqdm
 
-  from echoprime_jax import losses, parallel
+  from echoprime_jax import parallel
   from echoprime_jax.data import pipeline
   from echoprime_jax.data.tokenizer import SECTION_ORDER
   from echoprime_jax.models import section_table
 
   sections = tuple(sections or section_table.TABLE_SECTIONS)
-  model.eval()
-  graphdef, state = nnx.split(model)
+  graphdef, state = _replicated_state(model, mesh)
   sharding = parallel.batch_sharding(mesh)
-  state = jax.device_put(state, parallel.replicated(mesh))
   per_process = batch_size // jax.process_count()
   show = progress and jax.process_index() == 0
 
   embed_video = video_embedder(graphdef, dtype)
-
-  @jax.jit
-  def embed_text(state, ids, mask):
-    return losses.l2_normalize(nnx.merge(graphdef, state).embed_text(ids, mask))
+  embed_text = text_embedder(graphdef)
 
   # -- videos: the evaluation clip pipeline (padded to whole global batches)
   pcfg = pipeline.PipelineConfig(batch_size=per_process, clip_length=clip_length,
@@ -213,19 +274,10 @@ def compute(model, encoder, index, split: str, *, clip_length: int, clip_stride:
                  ) -> np.ndarray:
     if not ids_rows:
       return np.zeros((0, dim), np.float32)
-    ids_all, mask_all = np.stack(ids_rows), np.stack(mask_rows)
-    total = len(ids_all)
-    padded = -(-total // batch_size) * batch_size
-    ids_all = np.concatenate([ids_all, np.repeat(ids_all[:1], padded - total, 0)])
-    mask_all = np.concatenate([mask_all, np.repeat(mask_all[:1], padded - total, 0)])
-    out = []
-    lo = jax.process_index() * per_process
-    for start in tqdm(range(0, padded, batch_size), desc=f"embed {split} {what}",
-                      unit="batch", disable=not show):
-      g = pipeline.to_global({"ids": ids_all[start + lo:start + lo + per_process],
-                              "mask": mask_all[start + lo:start + lo + per_process]}, sharding)
-      out.append(_gather({"t": embed_text(state, g["ids"], g["mask"])})["t"])
-    return np.concatenate(out)[:total]
+    return embed_in_batches(embed_text, state, {"ids": np.stack(ids_rows),
+                                                "mask": np.stack(mask_rows)},
+                            batch_size=batch_size, mesh=mesh, desc=f"embed {split} {what}",
+                            progress=show)
 
   section_embedding = np.zeros((len(studies), len(sections), dim), np.float32)
   for (m, j), t in zip(where, embed_rows(ids_list, mask_list, "sections")):

@@ -52,19 +52,12 @@ def _resize(video: np.ndarray, size: int) -> np.ndarray:
 def embed_videos(towers, study, mesh) -> np.ndarray:
   """The study's videos -> (N, D) L2-normalised video-tower embeddings (evaluation clips)."""
   import jax
-  from flax import nnx
 
-  from echoprime_jax import embeddings, parallel
-  from echoprime_jax.data import pipeline
-  graphdef, state = nnx.split(towers.model)
-  state = jax.device_put(state, parallel.replicated(mesh))
-  embed = embeddings.video_embedder(graphdef)
+  from echoprime_jax import embeddings
   clips = [v.clip(towers.clip_length, towers.clip_stride) for v in study.videos]
-  n, devices = len(clips), jax.device_count()
-  batch = {"video": _pad_batch([c for c, _ in clips], devices),
-           "frame_mask": _pad_batch([m for _, m in clips], devices)}
-  out = embed(state, **pipeline.to_global(batch, parallel.batch_sharding(mesh)))
-  return np.asarray(jax.device_get(out))[:n]
+  return embeddings.embed_clips(towers.model, np.stack([c for c, _ in clips]),
+                                np.stack([m for _, m in clips]), batch_size=jax.device_count(),
+                                mesh=mesh)
 
 
 def predict_views(predictor, study, mesh) -> np.ndarray:

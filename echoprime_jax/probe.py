@@ -1,18 +1,27 @@
-"""Probe exported embeddings for a target: KNN and linear, cross-validated by patient.
+"""Probe exported embeddings for a target: KNN and linear, cross-validated by patient; the
+pooling ablation; zero-shot classification from text prompts.
 
   python -m echoprime_jax.probe --export runs/export --data shards64 --labels rules --target lvef
   python -m echoprime_jax.probe --export runs/export --labels my_labels.csv --target amyloid
+  python -m echoprime_jax.probe --export runs/export --data shards64 --labels rules \
+      --target pericardial_effusion --ablation --zero_shot
 
 --export: a folder from `python -m echoprime_jax.export`. --embedding picks the level:
+single_frame (one video's frame 0 held still), single_video (one video: its first A4C),
 study_mean (mean of the videos), study_sections (the 15 MIL section embeddings, concatenated),
 report (the text tower on the report: an upper reference, not an imaging result).
+--ablation probes the four imaging levels side by side (the paper's comparison of pooling
+levels, on your data); --zero_shot adds CLIP-style zero-shot scores of the study-mean
+embeddings against per-class prompts (`zero_shot.py`; the towers named in the export's
+export.json embed the prompts).
 --labels: a CSV or Parquet with a study_id column (the shards' pseudonyms) and the target
 column, or `rules` to extract the built-in report labels (`retrieval/label_rules.json`) from
 the shards' reports (needs --data). Patients: from --data (the shards' patient pseudonyms),
 else a patient_id column of the labels file, else each study is its own patient (a warning).
 Writes OUT/<target>_<embedding>.json (metrics with bootstrap 95% intervals, KNN and linear vs
 the training-mean / prevalence baseline), a predictions CSV and a scatter (regression) or ROC
-(binary) PNG. See `echoprime_jax/probes.py`.
+(binary) PNG per level, and with --ablation / --zero_shot OUT/<target>_summary.json. See
+`echoprime_jax/probes.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ import sys
 import numpy as np
 
 log = logging.getLogger("echoprime_jax.probe")
-EMBEDDINGS = {"study_mean": "study_mean.npy", "study_sections": "study_sections.npy",
+EMBEDDINGS = {"single_frame": "single_frame.npy", "single_video": "single_video.npy",
+              "study_mean": "study_mean.npy", "study_sections": "study_sections.npy",
               "report": "report_embeddings.npy"}
+ABLATION = ("single_frame", "single_video", "study_mean", "study_sections")
 
 
 def _read_table(path: str) -> dict[str, list]:
@@ -49,15 +60,20 @@ def _number(v) -> float:
     return float("nan")
 
 
-def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-  """-> (X (N, D), y (N,), patient groups (N,), study ids) for the export's studies."""
+def load_embedding(export: str, embedding: str) -> np.ndarray:
+  """(M, D') the export's `embedding` level, one row per study (sections concatenated)."""
+  path = os.path.join(export, EMBEDDINGS[embedding])
+  if not os.path.isfile(path):
+    raise SystemExit(f"{path}: not in the export (study_sections needs export --mil/--table; "
+                     "single_frame / single_video need a current export)")
+  x = np.load(path)
+  return x.reshape(len(x), -1)
+
+
+def load_inputs(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """-> (y (N,), patient groups (N,), study ids) for the export's studies."""
   import pyarrow.parquet as pq
   studies = pq.read_table(os.path.join(args.export, "studies.parquet")).to_pydict()["study_id"]
-  path = os.path.join(args.export, EMBEDDINGS[args.embedding])
-  if not os.path.isfile(path):
-    raise SystemExit(f"{path}: not in the export (study_sections needs export --mil/--table)")
-  x = np.load(path)
-  x = x.reshape(len(x), -1)
   shards = None
   if args.data:
     shards = pq.read_table(os.path.join(args.data, "studies.parquet")).to_pydict()
@@ -85,7 +101,7 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
                 "patient, so folds may share patients")
     patient = {s: s for s in studies}
   groups = np.asarray([patient.get(s, s) for s in studies])
-  return x, y, groups, list(studies)
+  return y, groups, list(studies)
 
 
 def _plot(result: dict, path: str, title: str) -> None:
@@ -118,6 +134,65 @@ def _plot(result: dict, path: str, title: str) -> None:
   img.save(path)
 
 
+def probe_level(args, embedding: str, y, groups, studies, kind: str, out: str) -> dict:
+  """One embedding level: probes, JSON, predictions CSV, plot; prints the lines; -> summary."""
+  from echoprime_jax import probes
+  result = probes.probe(load_embedding(args.export, embedding), y, groups, kind,
+                        folds=args.folds, k=args.k, bootstraps=args.bootstraps)
+  stem = os.path.join(out, f"{args.target}_{embedding}")
+  summary = {k: v for k, v in result.items() if k != "predictions"}
+  summary.update(target=args.target, embedding=embedding)
+  with open(stem + ".json", "w") as f:
+    json.dump(summary, f, indent=2)
+  keep = [s for s, v in zip(studies, y) if not np.isnan(v)]
+  with open(stem + "_predictions.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["study_id", "y", "knn", "linear", "baseline"])
+    pr = result["predictions"]
+    for i, s in enumerate(keep):
+      w.writerow([s, pr["y"][i], pr["knn"][i], pr["linear"][i], pr["baseline"][i]])
+  _plot(result, stem + ".png", f"{args.target} ({embedding})")
+  metric = "mae" if kind == "regression" else "auc"
+  for name in ("knn", "linear", "baseline"):
+    m = result[name]
+    ci = m.get(f"{metric}_ci", (float("nan"), float("nan")))
+    print(f"{args.target} ({embedding}, {kind}, n={result['n']}) {name:>8}: "
+          f"{metric} {m[metric]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+  return summary
+
+
+def zero_shot_level(args, y, kind: str) -> dict:
+  """Zero-shot on the study-mean video embeddings with the export's towers and the prompts."""
+  import jax
+
+  from echoprime_jax import embeddings, parallel, zero_shot
+  from echoprime_jax.train import frozen_towers
+  prompts = zero_shot.load_prompts(args.prompts)
+  if args.target not in prompts:
+    raise SystemExit(f"{args.prompts}: no prompts for {args.target!r} (has {sorted(prompts)})")
+  with open(os.path.join(args.export, "export.json")) as f:
+    towers_run = json.load(f)["towers"]
+  mesh = parallel.make_mesh({"data": -1})
+  towers = frozen_towers.from_pretrain_run(towers_run, 128, mesh)
+  spec = prompts[args.target]
+  n_dev = jax.device_count()
+  classes = zero_shot.class_embeddings(
+      spec, towers.encoder,
+      lambda ids, mask: embeddings.embed_texts(towers.model, ids, mask, batch_size=n_dev,
+                                               mesh=mesh))
+  scale = float(np.exp(np.asarray(towers.model.log_scale[...])))
+  _, prediction = zero_shot.predict(load_embedding(args.export, "study_mean"), classes,
+                                    spec["values"], scale)
+  result = zero_shot.evaluate(prediction, y, kind == "binary")
+  result.update(prompts=os.path.abspath(args.prompts), scale=scale)
+  metric = "mae" if kind == "regression" else "auc"
+  extra = (f" (predict-the-mean {result['mean_baseline_mae']:.3f})" if kind == "regression"
+           else "")
+  print(f"{args.target} (study_mean, {kind}, n={result['n']}) zero-shot: {metric} "
+        f"{result[metric]:.3f}{extra}")
+  return result
+
+
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m echoprime_jax.probe", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--data", default="", help="the shards folder (patients; reports for rules)")
   p.add_argument("--embedding", default="study_mean", choices=tuple(EMBEDDINGS),
                  help="which embedding level to probe (default study_mean)")
+  p.add_argument("--ablation", action="store_true",
+                 help="probe every pooling level the export has (single_frame, single_video, "
+                      "study_mean, study_sections) and print them side by side")
+  p.add_argument("--zero_shot", action="store_true",
+                 help="also classify zero-shot: study-mean embeddings against the text "
+                      "tower's embeddings of per-class prompts (--prompts)")
+  from echoprime_jax.zero_shot import DEFAULT_PROMPTS
+  p.add_argument("--prompts", default=DEFAULT_PROMPTS,
+                 help="zero-shot prompt file (JSON; default: the built-in prompts, "
+                      "echoprime_jax/zero_shot_prompts.json)")
   p.add_argument("--kind", default="auto", choices=("auto", "regression", "binary"),
                  help="auto: binary when the target is 0/1, else regression")
   p.add_argument("--folds", type=int, default=5, help="cross-validation folds by patient (5)")
@@ -136,35 +221,30 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", default="", help="output folder (default: EXPORT/probes)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-  from echoprime_jax import probes
-  x, y, groups, studies = load_inputs(args)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  y, groups, studies = load_inputs(args)
   known = y[~np.isnan(y)]
   kind = args.kind
   if kind == "auto":
     kind = "binary" if len(known) and set(np.unique(known)) <= {0.0, 1.0} else "regression"
-  result = probes.probe(x, y, groups, kind, folds=args.folds, k=args.k,
-                        bootstraps=args.bootstraps)
   out = args.out or os.path.join(args.export, "probes")
   os.makedirs(out, exist_ok=True)
-  stem = os.path.join(out, f"{args.target}_{args.embedding}")
-  summary = {k: v for k, v in result.items() if k != "predictions"}
-  summary.update(target=args.target, embedding=args.embedding)
-  with open(stem + ".json", "w") as f:
-    json.dump(summary, f, indent=2)
-  keep = [s for s, v in zip(studies, y) if not np.isnan(v)]
-  with open(stem + "_predictions.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["study_id", "y", "knn", "linear", "baseline"])
-    pr = result["predictions"]
-    for i, s in enumerate(keep):
-      w.writerow([s, pr["y"][i], pr["knn"][i], pr["linear"][i], pr["baseline"][i]])
-  _plot(result, stem + ".png", args.target)
-  metric = "mae" if kind == "regression" else "auc"
-  for name in ("knn", "linear", "baseline"):
-    m = result[name]
-    ci = m.get(f"{metric}_ci", (float("nan"), float("nan")))
-    print(f"{args.target} ({args.embedding}, {kind}, n={result['n']}) {name:>8}: "
-          f"{metric} {m[metric]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+  levels = ([e for e in ABLATION if os.path.isfile(os.path.join(args.export, EMBEDDINGS[e]))]
+            if args.ablation else [args.embedding])
+  results = {e: probe_level(args, e, y, groups, studies, kind, out) for e in levels}
+  if args.zero_shot:
+    results["zero_shot"] = zero_shot_level(args, y, kind)
+  if args.ablation or args.zero_shot:
+    metric = "mae" if kind == "regression" else "auc"
+    print(f"\n{args.target}: {metric} by level (linear / KNN probe; baseline "
+          f"{results[levels[0]]['baseline'][metric]:.3f})")
+    for e in levels:
+      r = results[e]
+      print(f"  {e:<16} linear {r['linear'][metric]:.3f}   knn {r['knn'][metric]:.3f}")
+    if "zero_shot" in results:
+      print(f"  {'zero-shot':<16} {results['zero_shot'][metric]:.3f}")
+    with open(os.path.join(out, f"{args.target}_summary.json"), "w") as f:
+      json.dump(results, f, indent=2)
   return 0
 
 

@@ -72,55 +72,72 @@ def pipeline_data(converted, tmp_path_factory):
   return ShardIndex(str(out)), tokenizer.ReportEncoder(tok, max_len=64, section_len=16)
 
 
-@pytest.fixture(scope="session")
-def synthetic_100(tmp_path_factory):
-  """Shards (64 px, 60/40 train/val by patient) of 100 synthetic studies (16 frames, 96x128):
-  enough studies for the learning tests (recall, views)."""
-  from data_prep import convert, deid
-  root = tmp_path_factory.mktemp("archive_100")
-  synthetic.write_archive(str(root), studies=100, seed=0, frames=16, size=(96, 128),
-                          progress=False)
-  out = tmp_path_factory.mktemp("shards_100")
-  convert.run(str(root / "dicom"), str(out), deid.INSECURE_TEST_KEY,
-              convert.Options(size=64, split_fractions=(0.6, 0.4, 0.0)),
-              str(root / "reports.csv"), str(root / "videos.csv"), progress=False)
-  return out
-
-
-TINY_PRETRAIN_STEPS = 300
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _trainer(config: str, workdir, *overrides: str):
-  """The trainer's CLI as a user runs it: one process, one CPU device (both cores in XLA's
-  intra-op pool; two 1-core devices would run the tiny step ~1.5x slower)."""
+def _clean_env() -> dict:
+  """The environment of a CLI as a user runs it: one process, one CPU device (both cores in
+  XLA's intra-op pool; two 1-core devices would run the tiny step ~1.5x slower)."""
+  return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
+# -- the quick demo (`python -m echoprime_jax.demo --quick`): the learning tests and every later
+# stage share its folders. Each fixture advances the same demo folder to one stage; stages
+# already done are reused, so the whole chain runs once per session.
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("demo")
+
+
+def _demo(demo_dir, until: str):
   import subprocess
   import sys
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  return subprocess.run([sys.executable, "-m", "echoprime_jax.train", "--config", config,
-                         "--workdir", str(workdir), *overrides],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  run = subprocess.run([sys.executable, "-m", "echoprime_jax.demo", "--workdir", str(demo_dir),
+                        "--quick", "--until", until], cwd=ROOT, env=_clean_env(),
+                       capture_output=True, text=True, timeout=1800)
+  assert run.returncode == 0, f"demo up to {until}: " + run.stderr[-4000:]
+  return run
 
 
 @pytest.fixture(scope="session")
-def tiny_pretrain_run(synthetic_100, tmp_path_factory):
-  """(workdir, CompletedProcess) of the tiny pretraining CLI, 300 steps on `synthetic_100`,
-  evaluated every 100 steps: the recall test reads its metrics, later stages its towers."""
-  workdir = tmp_path_factory.mktemp("pretrain_tiny")
-  return workdir, _trainer("configs/pretrain.py:tiny", workdir,
-                           f"--config.data.dir={synthetic_100}",
-                           f"--config.total_steps={TINY_PRETRAIN_STEPS}",
-                           "--config.eval_every=100",
-                           f"--config.checkpoint_every={TINY_PRETRAIN_STEPS}")
+def synthetic_100_archive(demo_dir):
+  """The demo's synthetic archive: 100 studies (DICOM folders, reports, ground truth)."""
+  _demo(demo_dir, "archive")
+  return demo_dir / "archive"
 
 
 @pytest.fixture(scope="session")
-def tiny_mil_run(tiny_pretrain_run, synthetic_100, tmp_path_factory):
-  """(workdir, CompletedProcess) of the MIL CLI (tiny, 150 steps, evaluated every 50) on the
-  towers of `tiny_pretrain_run`: the MIL test checks it, retrieval builds on its outputs."""
-  pretrain_dir, run = tiny_pretrain_run
-  assert run.returncode == 0, run.stderr[-3000:]
-  workdir = tmp_path_factory.mktemp("mil_tiny")
-  return workdir, _trainer("configs/mil.py:tiny", workdir, f"--config.data.dir={synthetic_100}",
-                           f"--config.towers_from={pretrain_dir}",
-                           "--config.total_steps=150", "--config.eval_every=50")
+def synthetic_100(synthetic_100_archive, demo_dir):
+  """The demo's shards of `synthetic_100_archive` (64 px, 60/40 train/val by patient): enough
+  studies for the learning tests (recall, views)."""
+  _demo(demo_dir, "shards")
+  return demo_dir / "shards"
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain_run(synthetic_100, demo_dir):
+  """(workdir, CompletedProcess) of the demo's tiny pretraining (300 steps, evaluated every
+  100): the recall test reads its metrics, later stages its towers."""
+  return demo_dir / "pretrain", _demo(demo_dir, "pretrain")
+
+
+@pytest.fixture(scope="session")
+def tiny_views_run(tiny_pretrain_run, demo_dir):
+  """(workdir, CompletedProcess) of the demo's tiny view classifier (60 epochs)."""
+  return demo_dir / "views", _demo(demo_dir, "views")
+
+
+@pytest.fixture(scope="session")
+def tiny_mil_run(tiny_views_run, demo_dir):
+  """(workdir, CompletedProcess) of the demo's tiny MIL stage (150 steps, evaluated every 50)
+  on the pretraining run's towers."""
+  return demo_dir / "mil", _demo(demo_dir, "mil")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tiny_mil_run, demo_dir):
+  """(workdir, CompletedProcess) of the whole quick demo (export, database, interpret, probes
+  and the summary after the training stages)."""
+  return demo_dir, _demo(demo_dir, "probes")

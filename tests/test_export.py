@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_export_val_split(tiny_pretrain_run, tiny_mil_run, synthetic_100, tmp_path):
+def test_export_val_split(tiny_pretrain_run, tiny_mil_run, tiny_views_run, synthetic_100,
+                          tmp_path):
   mil_dir, run = tiny_mil_run
   assert run.returncode == 0, run.stderr[-3000:]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -25,7 +26,9 @@ def test_export_val_split(tiny_pretrain_run, tiny_mil_run, synthetic_100, tmp_pa
   videos = pq.read_table(out / "videos.parquet").to_pydict()
   studies = pq.read_table(out / "studies.parquet").to_pydict()
   v = np.load(out / "video_embeddings.npy")
-  assert v.shape == (len(videos["study_id"]), 64) and len(studies["study_id"]) == 44
+  from echoprime_jax.data.shards import ShardIndex
+  n_val = len(ShardIndex(str(synthetic_100)).studies("val"))
+  assert v.shape == (len(videos["study_id"]), 64) and len(studies["study_id"]) == n_val
   np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
   assert sum(studies["num_videos"]) == len(v)
   assert all(s.startswith("study_") is False for s in studies["study_id"])  # pseudonyms only
@@ -37,6 +40,45 @@ def test_export_val_split(tiny_pretrain_run, tiny_mil_run, synthetic_100, tmp_pa
   np.testing.assert_allclose(sections, ref["section_embedding"], atol=1e-5)
   mean = np.load(out / "study_mean.npy")
   np.testing.assert_allclose(np.linalg.norm(mean, axis=1), 1.0, rtol=1e-5)
-  again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  # the pooling-ablation levels: one video per study (its first A4C) and its frame 0 held still
+  single = np.load(out / "single_video.npy")
+  rows = np.asarray(studies["single_video_row"])
+  np.testing.assert_array_equal(single, v[rows])
+  assert all(videos["study_id"][r] == s for r, s in zip(rows, studies["study_id"]))
+  a4c = [m for m, r in enumerate(rows) if videos["view"][r] == "A4C"]
+  has_a4c = {videos["study_id"][i] for i in range(len(v)) if videos["view"][i] == "A4C"}
+  assert len(a4c) == len(has_a4c) > 0
+  frame = np.load(out / "single_frame.npy")
+  assert frame.shape == single.shape
+  np.testing.assert_allclose(np.linalg.norm(frame, axis=1), 1.0, rtol=1e-5)
+  assert np.mean(np.sum(frame * single, 1)) < 0.999  # motion matters to the video tower
+  assert json.load(open(out / "export.json"))["towers"] == str(tiny_pretrain_run[0])
+
+  # a rerun reuses the towers' pass; with a view classifier it adds the predicted views
+  views_dir, views_run = tiny_views_run
+  assert views_run.returncode == 0, views_run.stderr[-3000:]
+  again = subprocess.run(cmd + ["--views", str(views_dir)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "embeddings from the cache" in again.stderr
+  videos = pq.read_table(out / "videos.parquet").to_pydict()
+  agree = np.mean([p == t for p, t in zip(videos["predicted_view"], videos["view"])])
+  assert agree >= 0.9, agree
+  probs = np.load(out / "view_probabilities.npy")
+  assert probs.shape == (len(v), 11)
+  np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(probs.max(1), videos["view_probability"], atol=1e-6)
+
+  # every pooling level and zero-shot (the export's towers embed the prompts), side by side
+  probe = subprocess.run([sys.executable, "-m", "echoprime_jax.probe", "--export", str(out),
+                          "--data", str(synthetic_100), "--labels", "rules", "--target",
+                          "pericardial_effusion", "--ablation", "--zero_shot",
+                          "--bootstraps", "50"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert probe.returncode == 0, probe.stderr[-3000:]
+  summary = json.load(open(out / "probes" / "pericardial_effusion_summary.json"))
+  assert set(summary) == {"single_frame", "single_video", "study_mean", "study_sections",
+                          "zero_shot"}
+  zs = summary["zero_shot"]
+  assert zs["n"] == n_val and zs["mae"] >= 0 and zs["scale"] > 1
+  assert "zero-shot: mae" in probe.stdout

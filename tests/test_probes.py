@@ -66,13 +66,15 @@ def test_cli_on_an_export_folder(tmp_path):
   export.mkdir()
   pq.write_table(pa.table({"study_id": ids, "row": np.arange(120)}), export / "studies.parquet")
   np.save(export / "study_mean.npy", x.astype(np.float32))
+  noise = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
+  np.save(export / "single_frame.npy", noise)  # a level that carries nothing
   with open(tmp_path / "labels.csv", "w") as f:
     f.write("study_id,patient_id,lvef\n")
     for i, s in enumerate(ids):
       f.write(f"{s},p{groups[i]},{y[i] if i % 10 else ''}\n")  # every 10th unlabelled
   run = subprocess.run([sys.executable, "-m", "echoprime_jax.probe", "--export", str(export),
                         "--labels", str(tmp_path / "labels.csv"), "--target", "lvef",
-                        "--bootstraps", "100"],
+                        "--bootstraps", "100", "--ablation"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-2000:]
   out = json.load(open(export / "probes" / "lvef_study_mean.json"))
@@ -80,3 +82,9 @@ def test_cli_on_an_export_folder(tmp_path):
   assert out["linear"]["mae"] < out["baseline"]["mae"]
   assert os.path.getsize(export / "probes" / "lvef_study_mean.png") > 1000
   assert "linear: mae" in run.stdout
+  # the ablation probes every level the export has, side by side
+  summary = json.load(open(export / "probes" / "lvef_summary.json"))
+  assert set(summary) == {"single_frame", "study_mean"}
+  assert summary["study_mean"]["linear"]["mae"] < 0.5 * summary["single_frame"]["linear"]["mae"]
+  assert summary["single_frame"]["linear"]["mae"] > 0.8 * summary["single_frame"]["baseline"]["mae"]
+  assert "single_frame     linear" in run.stdout

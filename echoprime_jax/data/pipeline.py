@@ -276,6 +276,19 @@ def study_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pi
                  process_count)
 
 
+def still_clips(index: ShardIndex, split: str, records: np.ndarray, length: int,
+                frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """One frame of each record repeated `length` times: the "single frame" level of the pooling
+  ablation (the video tower sees no motion). -> (video (N, T, H, W, 3) uint8, mask (N, T))."""
+  reader = _Records(index.shard_paths(split))
+  out = []
+  for r in records:
+    record = reader[int(r)]
+    i = min(frame, int(record["num_frames"]) - 1)
+    out.append(clips.decode_frames(record["frames"], np.full((length,), i, np.int32)))
+  return np.stack(out), np.ones((len(out), length), bool)
+
+
 def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, Any]:
   """Per-process batch -> global jax.Arrays split along axis 0 by `sharding` (e.g.
   NamedSharding(mesh, P("data"))). Every process passes its own slice."""

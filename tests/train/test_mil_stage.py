@@ -184,7 +184,7 @@ def test_section_loss_ignores_absent_sections_and_padding():
 
 
 def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, synthetic_100):
-  """The stage as a user runs it (conftest.tiny_mil_run): towers from a pretraining run folder,
+  """The stage as the demo runs it (conftest.tiny_mil_run): towers from a pretraining run folder,
   embeddings cached, trained, exported; then the exported table used as a fixed aggregator
   (the cache reused)."""
   import json
@@ -192,9 +192,10 @@ def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, syntheti
   import sys
   workdir, trained = tiny_mil_run
   assert trained.returncode == 0, trained.stderr[-3000:]
-  m = json.loads(trained.stdout[trained.stdout.index("{"):])
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  m = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val/")}
   print(json.dumps(m, indent=1))
-  assert m["section_queries"] >= 40  # 44 validation studies, 3 informative sections
+  assert m["section_queries"] >= 40  # ~42 validation studies, 3 informative sections
   # Learned attention + projection retrieve the study's own section text better than chance
   # and than the plain mean of its videos. Measured: section R@1 0.42, uniform 0.34, chance
   # 0.18.

@@ -52,13 +52,9 @@ def test_confusion_png_is_an_image(tmp_path):
   assert (img != 255).any(axis=-1).mean() > 0.05  # something was drawn
 
 
-def test_tiny_run_classifies_held_out_views(synthetic_100, tmp_path):
+def test_tiny_run_classifies_held_out_views(tiny_views_run):
   """ConvNeXt (toy size) on frame 0 of 64x64 clips, 11 views; held-out studies."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  run = subprocess.run(
-      [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/views.py:tiny",
-       "--workdir", str(tmp_path), f"--config.data.dir={synthetic_100}"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  tmp_path, run = tiny_views_run
   assert run.returncode == 0, run.stderr[-3000:]
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   m = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val/")}

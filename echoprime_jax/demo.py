@@ -1,0 +1,387 @@
+"""The whole system end to end on a synthetic archive, in one command.
+
+  python -m echoprime_jax.demo --workdir runs/demo            # ~15 minutes on 2 CPU cores
+  python -m echoprime_jax.demo --workdir runs/demo --quick    # fewer steps (the CI test)
+
+Stages, each writing a folder of WORKDIR (each is also a command of its own; the README shows
+them on a real archive):
+  archive    synthetic studies: multi-frame echo DICOMs (JPEG, RLE, RGB, grey; 11 views, stills
+             mixed in), a free-text report each, and their ground truth   (data_prep.synthetic)
+  shards     de-identified ArrayRecord shards at 64 px, split by patient   (data_prep.convert)
+  pretrain   the tiny video-report CLIP                                    (configs/pretrain.py)
+  views      the tiny 11-view classifier                                   (configs/views.py)
+  mil        the anatomical-attention aggregator on the frozen towers      (configs/mil.py)
+  export     per-video / per-study / per-section embeddings, predicted views (export)
+  database   the candidate database (train split) + retrieval evaluation (index build/evaluate)
+  interpret  one held-out study: report, measurements, HTML page          (interpret)
+  probes     LVEF (regression) and pericardial effusion (binary) probes    (probe)
+then prints the summary table (each figure beside its baseline) and writes WORKDIR/summary.json,
+WORKDIR/summary.md and WORKDIR/plots/ (loss and recall curves, the views' confusion matrix).
+
+A stage whose outputs are complete (WORKDIR/.stages/<stage>.json, written last) is not run
+again: a rerun after an interruption continues where it stopped; --fresh deletes WORKDIR's
+stages first. The archive is synthetic, so the shards use the built-in insecure test key: never
+use that key for real data (see data_prep.convert --key-file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+log = logging.getLogger("echoprime_jax.demo")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  studies: int = 100
+  frames: int = 32  # per synthetic clip: about one heart cycle at 25-50 fps
+  source_size: tuple[int, int] = (96, 128)  # synthetic DICOM rows x columns
+  image_size: int = 64  # shards and towers
+  split_fractions: tuple[float, float, float] = (0.6, 0.4, 0.0)  # train / val (held out)
+  clip_stride: int = 4  # the towers' 8-frame clip spans 32 frames: the whole cycle
+  pretrain_steps: int = 1000
+  pretrain_eval_every: int = 100
+  views_steps: int = 0  # 0: the tiny config's 60 epochs
+  mil_steps: int = 300
+  k: int = 10  # neighbours for the kNN measurements (61 candidates)
+  seed: int = 0
+
+
+QUICK = Settings(pretrain_steps=300, mil_steps=150)
+
+STAGES = ("archive", "shards", "pretrain", "views", "mil", "export", "database", "interpret",
+          "probes")
+
+
+class Demo:
+  """Runs the stages in order over one working folder (see the module docstring)."""
+
+  def __init__(self, workdir: str, settings: Settings):
+    self.dir = os.path.abspath(workdir)
+    self.s = settings
+    self.figures: dict[str, dict] = {}
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.dir, *parts)
+
+  # -- bookkeeping ----------------------------------------------------------------------------
+
+  def _marker(self, stage: str) -> str:
+    return self.path(".stages", f"{stage}.json")
+
+  def run(self, until: str = STAGES[-1], progress=print) -> dict | None:
+    """Runs the stages up to and including `until`; -> the summary after the last stage."""
+    if until not in STAGES:
+      raise ValueError(f"unknown stage {until!r}; stages: {STAGES}")
+    os.makedirs(self.path(".stages"), exist_ok=True)
+    settings = json.loads(json.dumps(dataclasses.asdict(self.s)))
+    for i, stage in enumerate(STAGES[:STAGES.index(until) + 1], 1):
+      marker = self._marker(stage)
+      if os.path.isfile(marker):
+        with open(marker) as f:
+          done = json.load(f)
+        if done["settings"] != settings:
+          raise SystemExit(f"{self.dir}: stage {stage!r} was made with other settings "
+                           f"({done['settings']}); rerun with --fresh")
+        self.figures[stage] = done["figures"]
+        progress(f"[{i}/{len(STAGES)}] {stage}: done earlier, reused")
+        continue
+      progress(f"[{i}/{len(STAGES)}] {stage} ...")
+      start = time.time()
+      figures = getattr(self, f"stage_{stage}")()
+      self.figures[stage] = figures
+      with open(marker + ".tmp", "w") as f:
+        json.dump({"settings": settings, "figures": figures,
+                   "seconds": round(time.time() - start, 1)}, f, indent=2)
+      os.replace(marker + ".tmp", marker)
+      progress(f"[{i}/{len(STAGES)}] {stage}: {time.time() - start:.0f} s")
+    if until != STAGES[-1]:
+      return None
+    summary = self.summary()
+    self.plots()
+    return summary
+
+  # -- stages ---------------------------------------------------------------------------------
+
+  def stage_archive(self) -> dict:
+    from data_prep import synthetic
+    shutil.rmtree(self.path("archive"), ignore_errors=True)
+    synthetic.write_archive(self.path("archive"), studies=self.s.studies, seed=self.s.seed,
+                            frames=self.s.frames, size=self.s.source_size)
+    with open(self.path("archive", "videos.csv")) as f:
+      files = sum(1 for _ in csv.DictReader(f))
+    return {"studies": self.s.studies, "files": files}
+
+  def stage_shards(self) -> dict:
+    from data_prep import convert, deid
+    shutil.rmtree(self.path("shards"), ignore_errors=True)
+    convert.run(self.path("archive", "dicom"), self.path("shards"), deid.INSECURE_TEST_KEY,
+                convert.Options(size=self.s.image_size, split_fractions=self.s.split_fractions),
+                self.path("archive", "reports.csv"), self.path("archive", "videos.csv"))
+    from echoprime_jax.data.shards import ShardIndex
+    index = ShardIndex(self.path("shards"))
+    return {split: len(index.studies(split)) for split in ("train", "val")}
+
+  def _config(self, module: str, variant: str = "tiny"):
+    import importlib
+    cfg = importlib.import_module(f"configs.{module}").get_config(variant)
+    cfg.data.dir = self.path("shards")
+    cfg.seed = self.s.seed
+    return cfg
+
+  def stage_pretrain(self) -> dict:
+    from echoprime_jax.train import loop
+    cfg = self._config("pretrain")
+    cfg.total_steps = self.s.pretrain_steps
+    cfg.eval_every = self.s.pretrain_eval_every
+    cfg.checkpoint_every = self.s.pretrain_steps
+    cfg.data.clip_stride = self.s.clip_stride
+    result = loop.train(cfg, self.path("pretrain"))
+    figures = _pick(result.metrics, "val/study_to_report_R@1", "val/study_to_report_R@5",
+                    "val/study_to_report_R@10", "val/num_studies")
+    figures.update({f"chance_R@{k}": min(k / figures["val/num_studies"], 1.0) for k in (1, 5, 10)})
+    return figures
+
+  def stage_views(self) -> dict:
+    from echoprime_jax.data.shards import ShardIndex
+    from echoprime_jax.train import view_classifier
+    cfg = self._config("views")
+    cfg.total_steps = self.s.views_steps
+    result = view_classifier.train(cfg, self.path("views"))
+    views = np.concatenate([s.views for s in ShardIndex(self.path("shards")).studies("val")])
+    views = views[views >= 0]
+    majority = float(np.bincount(views).max() / len(views))
+    return {**_pick(result.metrics, "val/accuracy", "val/balanced_accuracy"),
+            "majority_baseline": majority, "step": int(result.step)}
+
+  def stage_mil(self) -> dict:
+    from echoprime_jax.train import mil_stage
+    cfg = self._config("mil")
+    cfg.towers_from = self.path("pretrain")
+    cfg.total_steps = self.s.mil_steps
+    cfg.eval_every = cfg.checkpoint_every = max(self.s.mil_steps // 3, 1)
+    result = mil_stage.train(cfg, self.path("mil"))
+    return _pick(result.metrics, "val/section_R@1", "val/uniform_section_R@1",
+                 "val/chance_section_R@1")
+
+  def stage_export(self) -> dict:
+    from echoprime_jax import export
+    _main(export.main, ["--towers", self.path("pretrain"), "--data", self.path("shards"),
+                        "--split", "val", "--out", self.path("export"), "--mil",
+                        self.path("mil"), "--views", self.path("views"), "--batch", "16"])
+    import pyarrow.parquet as pq
+    videos = pq.read_table(self.path("export", "videos.parquet")).to_pydict()
+    agree = np.mean([p == t for p, t in zip(videos["predicted_view"], videos["view"])])
+    return {"videos": len(videos["row"]), "predicted_view_accuracy": float(agree)}
+
+  def stage_database(self) -> dict:
+    from echoprime_jax import index
+    shutil.rmtree(self.path("database"), ignore_errors=True)
+    _main(index.main, ["build", "--mil_run", self.path("mil"), "--out", self.path("database")])
+    _main(index.main, ["evaluate", "--db", self.path("database"), "--mil_run", self.path("mil"),
+                       "--k", str(self.s.k), "--out", self.path("retrieval.json")])
+    with open(self.path("retrieval.json")) as f:
+      return json.load(f)
+
+  def held_out_study(self) -> tuple[str, dict]:
+    """(DICOM folder, ground-truth row) of the first validation-split study."""
+    from data_prep import deid
+    from echoprime_jax.data.shards import ShardIndex
+    val = {s.study_id for s in ShardIndex(self.path("shards")).studies("val")}
+    pseudo = deid.Pseudonymizer(deid.INSECURE_TEST_KEY)
+    with open(self.path("archive", "ground_truth.csv")) as f:
+      row = next(r for r in csv.DictReader(f) if pseudo.study(r["StudyInstanceUID"]) in val)
+    return self.path("archive", "dicom", f"study_{int(row['study_index']):05d}"), row
+
+  def stage_interpret(self) -> dict:
+    from echoprime_jax import interpret
+    folder, truth = self.held_out_study()
+    _main(interpret.main, [folder, "--model", self.path("mil"), "--index",
+                           self.path("database"), "--views", self.path("views"), "--out",
+                           self.path("interpret"), "--k", str(self.s.k)])
+    with open(self.path("interpret", "interpretation.json")) as f:
+      result = json.load(f)
+    return {"true_lvef": float(truth["lvef"]),
+            "predicted_lvef": result["measurements"]["lvef"]["value"],
+            "true_pericardial_effusion": truth["pericardial_effusion"],
+            "predicted_pericardial_effusion": result["measurements"]["pericardial_effusion"]
+            ["grade"], "videos": len(result["videos"])}
+
+  def stage_probes(self) -> dict:
+    from data_prep import deid
+    from echoprime_jax import probe
+    pseudo = deid.Pseudonymizer(deid.INSECURE_TEST_KEY)
+    labels = self.path("probes", "labels.csv")
+    os.makedirs(os.path.dirname(labels), exist_ok=True)
+    with open(self.path("archive", "ground_truth.csv")) as f, open(labels, "w", newline="") as g:
+      w = csv.writer(g)
+      w.writerow(["study_id", "lvef", "pericardial_effusion_present"])
+      for r in csv.DictReader(f):
+        w.writerow([pseudo.study(r["StudyInstanceUID"]), r["lvef"],
+                    int(r["pericardial_effusion"] != "none")])
+    out = {}
+    for target in ("lvef", "pericardial_effusion_present"):
+      _main(probe.main, ["--export", self.path("export"), "--data", self.path("shards"),
+                         "--labels", labels, "--target", target, "--ablation",
+                         "--out", self.path("probes"), "--bootstraps", "200"])
+      with open(self.path("probes", f"{target}_summary.json")) as f:
+        out[target] = json.load(f)
+    return out
+
+  # -- summary --------------------------------------------------------------------------------
+
+  def summary_rows(self) -> list[tuple[str, float, float, str, bool]]:
+    """(what, value, baseline, baseline name, better) per line of the table."""
+    f = self.figures
+    rows = []
+    pre = f["pretrain"]
+    for k in (1, 5, 10):
+      rows.append((f"study->report retrieval R@{k} (val)", pre[f"val/study_to_report_R@{k}"],
+                   pre[f"chance_R@{k}"], "chance", True))
+    v = f["views"]
+    rows.append(("view classification accuracy (val)", v["val/accuracy"],
+                 v["majority_baseline"], "majority view", True))
+    m = f["mil"]
+    rows.append(("MIL section retrieval R@1 (val)", m["val/section_R@1"],
+                 m["val/uniform_section_R@1"], "uniform pooling", True))
+    d = f["database"]
+    for name, label in (("pericardial_effusion", "pericardial effusion grade"),
+                        ("left_atrium_dilation", "left-atrial dilation grade")):
+      rows.append((f"retrieved report states the {label}", d[f"report/{name}_accuracy"],
+                   d[f"random_report/{name}_accuracy"], "random neighbours", True))
+    rows.append(("retrieved report states the LVEF band", d["report/lvef_band_accuracy"],
+                 d["random_report/lvef_band_accuracy"], "random neighbours", True))
+    p = f["probes"]
+    best = min(("single_frame", "single_video", "study_mean", "study_sections"),
+               key=lambda e: p["lvef"][e]["linear"]["mae"] if e in p["lvef"] else np.inf)
+    rows.append((f"LVEF probe MAE ({best}, linear)", p["lvef"][best]["linear"]["mae"],
+                 p["lvef"][best]["baseline"]["mae"], "predict the mean", False))
+    rows.append(("pericardial effusion probe AUC (study_mean)",
+                 p["pericardial_effusion_present"]["study_mean"]["linear"]["auc"], 0.5,
+                 "chance", True))
+    return rows
+
+  def summary(self) -> dict:
+    rows = self.summary_rows()
+    lines = ["| figure | value | baseline | beats it |", "|---|---|---|---|"]
+    for what, value, base, base_name, higher in rows:
+      ok = value > base if higher else value < base
+      lines.append(f"| {what} | {value:.3f} | {base:.3f} ({base_name}) | "
+                   f"{'yes' if ok else 'NO'} |")
+    i = self.figures["interpret"]
+    lines += ["", f"Held-out study interpreted ({i['videos']} videos): LVEF {i['true_lvef']:.0f} "
+              f"true, {i['predicted_lvef']:.1f} predicted; pericardial effusion "
+              f"{i['true_pericardial_effusion']} true, {i['predicted_pericardial_effusion']} "
+              f"predicted. Page: {self.path('interpret', 'report.html')}"]
+    text = "\n".join(lines)
+    print("\n" + text)
+    with open(self.path("summary.md"), "w") as f:
+      f.write(text + "\n")
+    out = {"rows": [{"figure": r[0], "value": r[1], "baseline": r[2], "baseline_name": r[3],
+                     "higher_is_better": r[4], "beats_baseline": (r[1] > r[2]) if r[4]
+                     else (r[1] < r[2])} for r in rows],
+           "stages": self.figures, "settings": dataclasses.asdict(self.s)}
+    with open(self.path("summary.json"), "w") as f:
+      json.dump(out, f, indent=2)
+    return out
+
+  def plots(self) -> None:
+    from echoprime_jax import plots
+    os.makedirs(self.path("plots"), exist_ok=True)
+    rows = _metrics(self.path("pretrain", "metrics.jsonl"))
+    train = [r for r in rows if "loss" in r]
+    plots.line_chart({"training loss": ([r["step"] for r in train], [r["loss"] for r in train])},
+                     self.path("plots", "pretrain_loss.png"), "pretraining: contrastive loss")
+    val = [r for r in rows if "val/study_to_report_R@10" in r]
+    steps = [r["step"] for r in val]
+    plots.line_chart({"val R@10": (steps, [r["val/study_to_report_R@10"] for r in val]),
+                      "val R@1": (steps, [r["val/study_to_report_R@1"] for r in val]),
+                      "chance R@10": (steps, [r["val/chance_R@10"] for r in val])},
+                     self.path("plots", "pretrain_recall.png"),
+                     "pretraining: study->report retrieval on held-out studies",
+                     dashed=("chance R@10",))
+    mil = [r for r in _metrics(self.path("mil", "metrics.jsonl")) if "val/section_R@1" in r]
+    steps = [r["step"] for r in mil]
+    plots.line_chart({"section R@1": (steps, [r["val/section_R@1"] for r in mil]),
+                      "uniform pooling": (steps, [r["val/uniform_section_R@1"] for r in mil])},
+                     self.path("plots", "mil_recall.png"), "MIL: held-out section retrieval",
+                     dashed=("uniform pooling",))
+    confusion = sorted((f for f in os.listdir(self.path("views", "confusion"))
+                        if f.startswith("step_") and f.endswith(".png")),
+                       key=lambda f: int(f[5:-4]))
+    if confusion:
+      shutil.copyfile(self.path("views", "confusion", confusion[-1]),
+                      self.path("plots", "views_confusion.png"))
+
+
+def _pick(metrics: dict, *keys: str) -> dict:
+  missing = [k for k in keys if k not in metrics]
+  if missing:
+    raise RuntimeError(f"the stage's last evaluation lacks {missing}")
+  return {k: float(metrics[k]) for k in keys}
+
+
+def _metrics(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _main(fn, argv: list[str]) -> None:
+  """Runs another command's main(argv) in this process; its stdout goes to the log."""
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    code = fn(argv)
+  for line in buf.getvalue().splitlines():
+    log.info("%s", line)
+  if code:
+    raise SystemExit(f"{fn.__module__} {' '.join(argv)} failed with exit code {code}")
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m echoprime_jax.demo", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", required=True, help="folder for every stage's outputs")
+  p.add_argument("--fresh", action="store_true",
+                 help="delete the stages already in WORKDIR and run everything again")
+  p.add_argument("--quick", action="store_true",
+                 help="fewer training steps (pretraining 300, MIL 150): ~5 minutes, weaker "
+                      "figures; what the test suite runs")
+  p.add_argument("--studies", type=int, default=0,
+                 help="synthetic studies (default 100; fewer make the figures noisy)")
+  p.add_argument("--until", default=STAGES[-1], choices=STAGES,
+                 help="stop after this stage (default: all, then the summary)")
+  args = p.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from echoprime_jax import xla_flags
+  xla_flags.apply()
+  settings = QUICK if args.quick else Settings()
+  if args.studies:
+    settings = dataclasses.replace(settings, studies=args.studies)
+  if args.fresh:
+    shutil.rmtree(args.workdir, ignore_errors=True)
+  summary = Demo(args.workdir, settings).run(args.until)
+  if summary is None:
+    print(f"stopped after stage {args.until!r}; outputs in {os.path.abspath(args.workdir)}")
+    return 0
+  failed = [r["figure"] for r in summary["rows"] if not r["beats_baseline"]]
+  if failed:
+    print(f"\n{len(failed)} figure(s) did not beat their baseline: {failed}")
+  print(f"\noutputs in {os.path.abspath(args.workdir)} (summary.md, plots/, interpret/report.html)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

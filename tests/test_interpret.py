@@ -1,0 +1,145 @@
+"""`python -m echoprime_jax.interpret` on a held-out synthetic study with the tiny runs' models:
+views, attention, report, measurements with their neighbours, the JSON and the HTML page
+(rendered in headless Chromium), and clear errors for bad folders."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_prep import deid, reports
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _cli(*args, timeout=600):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  return subprocess.run([sys.executable, "-m", "echoprime_jax.interpret", *map(str, args)],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def screenshot(html_path, png_path, width=1280, height=2000):
+  """The page rendered by headless Chromium (Debian's `chromium` package) -> PNG."""
+  assert CHROMIUM, ("Chromium is needed to render the HTML page: `apt-get install chromium` "
+                    "(the README's test command installs it)")
+  run = subprocess.run(
+      [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+       "--no-first-run", "--disable-background-networking", "--disable-component-update",
+       "--disable-sync", f"--user-data-dir={png_path.parent / 'chromium-profile'}",
+       "--hide-scrollbars", f"--window-size={width},{height}", f"--screenshot={png_path}",
+       f"file://{html_path}"], capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0 and png_path.exists(), run.stderr[-2000:]
+  from PIL import Image
+  return np.asarray(Image.open(png_path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def database(tiny_mil_run, tmp_path_factory):
+  mil_dir, run = tiny_mil_run
+  assert run.returncode == 0, run.stderr[-3000:]
+  db = tmp_path_factory.mktemp("interpret_db") / "db"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  built = subprocess.run([sys.executable, "-m", "echoprime_jax.index", "build", "--mil_run",
+                          str(mil_dir), "--out", str(db)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert built.returncode == 0, built.stderr[-3000:]
+  return db
+
+
+def _held_out_study(archive, shards):
+  """(folder, ground truth row, [(file name, view, frames)]) of a validation-split study."""
+  from echoprime_jax.data.shards import ShardIndex
+  val = {s.study_id for s in ShardIndex(str(shards)).studies("val")}
+  pseudo = deid.Pseudonymizer(deid.INSECURE_TEST_KEY)
+  truth = list(csv.DictReader(open(archive / "ground_truth.csv")))
+  row = next(r for r in truth if pseudo.study(r["StudyInstanceUID"]) in val)
+  index = int(row["study_index"])
+  files = [(os.path.basename(v["file"]), v["view"], int(v["frames"]))
+           for v in csv.DictReader(open(archive / "videos.csv"))
+           if int(v["study_index"]) == index]
+  return archive / "dicom" / f"study_{index:05d}", row, files
+
+
+def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
+                                     synthetic_100_archive, synthetic_100, tmp_path):
+  views_dir, views_run = tiny_views_run
+  assert views_run.returncode == 0, views_run.stderr[-3000:]
+  folder, truth, files = _held_out_study(synthetic_100_archive, synthetic_100)
+  out = tmp_path / "out"
+  run = _cli(folder, "--model", tiny_mil_run[0], "--index", database, "--views", views_dir,
+             "--out", out, "--k", "10")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "REPORT" in run.stdout and "MEASUREMENTS" in run.stdout
+  result = json.load(open(out / "interpretation.json"))
+
+  # every clip interpreted, stills listed as not used (by number, with the reason)
+  clips = sorted((f for f in files if f[2] > 1), key=lambda f: f[0])
+  stills = [f for f in files if f[2] == 1]
+  assert len(result["videos"]) == len(clips)
+  assert len(result["not_used"]) == len(stills)
+  assert all("still image" in n["reason"] for n in result["not_used"])
+  # predicted views: the tiny classifier is ~98% right on held-out videos
+  predicted = [v["view"] for v in result["videos"]]
+  hits = sum(p == view for p, (_, view, _) in zip(predicted, clips))
+  assert hits >= len(clips) - 1, (predicted, clips)
+  assert all(0.0 < v["view_probability"] <= 1.0 for v in result["videos"])
+
+  # attention: 15 sections x the study's videos, each row a distribution
+  attention = np.asarray(result["attention"])
+  assert attention.shape == (15, len(clips))
+  np.testing.assert_allclose(attention.sum(1), 1.0, atol=1e-4)
+
+  # report: canonical section order, each from a candidate of the database
+  names = list(result["report"])
+  assert names == [s for s in reports.SECTIONS if s in names] and "Left Ventricle" in names
+  import pyarrow.parquet as pq
+  candidates = set(pq.read_table(database / "candidates.parquet").to_pydict()["study_id"])
+  assert {s["study_id"] for s in result["report_sources"].values()} <= candidates
+  # measurements: every rule, from its own section, with the nearest neighbours behind it
+  m = result["measurements"]
+  assert set(m) == {"lvef", "lv_systolic_dysfunction", "lv_dysfunction_grade", "lv_dilation",
+                    "pericardial_effusion", "left_atrium_dilation"}
+  assert m["lvef"]["section"] == "Left Ventricle" and 15 <= m["lvef"]["value"] <= 75
+  assert m["pericardial_effusion"]["section"] == "Pericardium"
+  assert m["pericardial_effusion"]["grade"] in ("none", "mild", "moderate", "severe")
+  for entry in m.values():
+    scores = [n["score"] for n in entry["nearest"]]
+    assert 1 <= len(scores) <= 5 and scores == sorted(scores, reverse=True)
+    assert {n["study_id"] for n in entry["nearest"]} <= candidates
+  lvefs = [n["value"] for n in m["lvef"]["nearest"]]
+  assert all(isinstance(v, float) for v in lvefs)
+
+  # the page: self-contained, one thumbnail strip per video, rendered in Chromium
+  page = (out / "report.html").read_text()
+  assert page.count("<img ") == len(clips) and "http" not in page.split("<body>")[1]
+  assert "Pericardium" in page and "Ejection fraction" in page
+  shot = screenshot(out / "report.html", tmp_path / "page.png")
+  ink = (shot < 235).any(axis=-1)
+  assert ink.mean() > 0.05, "the page rendered (almost) blank"
+  colours = np.unique(shot.reshape(-1, 3)[::7], axis=0)
+  assert len(colours) > 100, "no images / heatmap on the page"
+  top = shot[:400]  # the thumbnails sit near the top: dark ultrasound pixels
+  assert (top.max(-1) < 40).mean() > 0.05
+
+
+def test_bad_folders_get_a_clear_message(database, tiny_mil_run, tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  run = _cli(empty, "--model", tiny_mil_run[0], "--index", database, "--out", tmp_path / "o")
+  assert run.returncode == 2 and "the folder is empty" in run.stderr
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "IM_0001").write_bytes(b"not a dicom at all")
+  run = _cli(tmp_path / "bad", "--model", tiny_mil_run[0], "--index", database, "--out",
+             tmp_path / "o")
+  assert run.returncode == 2
+  assert "no usable echo clip" in run.stderr and "IM_0001" in run.stderr
+  run = _cli(tmp_path / "missing", "--model", tiny_mil_run[0], "--index", database, "--out",
+             tmp_path / "o")
+  assert run.returncode == 2 and "not a folder" in run.stderr
+  assert not (tmp_path / "o").exists()
