@@ -164,23 +164,36 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
       frame[jet] = [200 * strength + 40, 40, 255 * (1 - strength) + 40]
     frame[~sector] = 0
     video[t] = frame.astype(np.uint8)
-    _burn_in(video[t], study, view, t, fps, cycle, phase0, sector)
+    if t == 0:
+      header = _header(study, view, height, width, sector)
+    _burn_in(video[t], header, t, fps, cycle, phase0)
   return video, box
 
 
-def _burn_in(frame: np.ndarray, study: Study, view: str, t: int, fps: float, cycle: float,
-             phase0: float, sector: np.ndarray) -> None:
-  """Header text (PHI!) top-left, view label top-right, ECG trace along the bottom.
+def _header(study: Study, view: str, height: int, width: int, sector: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """The burned-in header (PHI!) of a clip: name, ID and date top-left, the view label
+  top-right -> (pixels (H, W, 3) uint8, where (H, W) bool).
 
-  The text is drawn outside the scan sector only, as scanners do: at small frame sizes the
-  header would otherwise run into the sector's apex, and no sector mask could remove it."""
-  h, w = frame.shape[:2]
-  img = Image.fromarray(frame)
+  Drawn outside the scan sector only, as scanners do: at small frame sizes the header would
+  otherwise run into the sector's apex, and no sector mask could remove it. Rendered once per
+  clip (it does not change; text rendering was most of the generator's time)."""
+  img = Image.new("RGB", (width, height))
   draw = ImageDraw.Draw(img)
   draw.text((3, 2), study.patient_name.replace("^", " "), fill=(230, 230, 230))
   draw.text((3, 12), f"{study.patient_id} {study.study_date}", fill=(230, 230, 230))
-  draw.text((w - 70, 2), view[:10], fill=(200, 200, 120))
-  frame[:] = np.where(sector[..., None], frame, np.asarray(img))
+  draw.text((width - 70, 2), view[:10], fill=(200, 200, 120))
+  pixels = np.asarray(img)
+  return pixels, pixels.any(axis=-1) & ~sector
+
+
+def _burn_in(frame: np.ndarray, header: tuple[np.ndarray, np.ndarray], t: int, fps: float,
+             cycle: float, phase0: float) -> None:
+  """The header (outside the sector, where the frame is black), an ECG trace along the bottom
+  and its moving cursor."""
+  h, w = frame.shape[:2]
+  pixels, where = header
+  frame[where] = pixels[where]
   xs = np.arange(w)
   beat = ((xs / w * 2.0 + phase0) % 1.0)
   ecg = (h - 12 - 8 * np.exp(-((beat - 0.3) / 0.015) ** 2)).astype(int)
