@@ -86,7 +86,7 @@ def evaluate(args) -> int:
   truth = _split_reports(cfg["data"]["dir"], split, z["study_ids"])
   metrics = evaluate_lib.evaluate(db, z["section_embedding"],
                                   tuple(str(s) for s in z["sections"]), truth, k=args.k,
-                                  match=args.match)
+                                  match=args.match, consensus=args.consensus)
   width = max(len(k) for k in metrics)
   for key, value in metrics.items():
     print(f"{key:<{width}}  {value:.4f}")
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                  help="each section's query searches the candidates' same-section text "
                       "embeddings (section, what the MIL stage trains for) or their whole-report "
                       "embeddings (report, EchoPrime's database)")
+  e.add_argument("--consensus", type=int, default=1,
+                 help="compose each section from the nearest neighbour having it (1, "
+                      "EchoPrime's rule) or from the medoid of the N nearest having it")
   e.add_argument("--out", default="", help="write the metrics as JSON here")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

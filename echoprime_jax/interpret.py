@@ -1,7 +1,7 @@
 """Interpret one study: DICOM folder -> report, measurements, and the evidence behind them.
 
   python -m echoprime_jax.interpret STUDY_DIR --model MIL_RUN --index DB --out DIR \\
-      [--views VIEW_RUN] [--k 50] [--match section|report] [--thresholds FILE]
+      [--views VIEW_RUN] [--k 50] [--match section|report] [--consensus 1] [--thresholds FILE]
 
 STUDY_DIR -> data prep's reader and preprocessing (`study_reader.py`) -> the video tower (the
 towers the MIL run was trained on) -> views (a view-classifier run; without one the views are
@@ -111,12 +111,12 @@ def _label_text(value: float, mode: str) -> str | float | None:
 
 
 def retrieve(pooled: np.ndarray, sections: tuple[str, ...], db, k: int, match: str,
-             thresholds: dict[str, float]) -> dict:
+             thresholds: dict[str, float], consensus: int = 1) -> dict:
   """pooled (S, D) -> {"report", "report_sources", "measurements"} (see the module docstring)."""
   from echoprime_jax.retrieval import report_composer
   rows, scores = report_composer.section_neighbours(pooled[None], db, k, match=match,
                                                     section_names=sections)
-  composed = report_composer.compose(rows, db, sections)[0]
+  composed = report_composer.compose(rows, db, sections, consensus)[0]
   measured = report_composer.measure(rows, db, sections, k, thresholds)[0]
   sources = {}
   for name, c in composed["sources"].items():
@@ -140,7 +140,8 @@ def retrieve(pooled: np.ndarray, sections: tuple[str, ...], db, k: int, match: s
 
 def interpret_study(folder: str, *, model: str, index: str, views: str = "", k: int = 50,
                     match: str = "section", thresholds: dict[str, float] | None = None,
-                    mesh=None, progress: bool = True) -> tuple[dict, list[np.ndarray]]:
+                    consensus: int = 1, mesh=None, progress: bool = True
+                    ) -> tuple[dict, list[np.ndarray]]:
   """-> (result dict (the JSON), thumbnail strips per video)."""
   import jax
 
@@ -178,7 +179,8 @@ def interpret_study(folder: str, *, model: str, index: str, views: str = "", k: 
       "not_used": [{"number": nb, "status": st, "reason": r} for nb, st, r in study.not_used],
       "sections": list(sections), "attention": attention.round(5).tolist(),
       "k": k, "match": match, "database_size": len(db),
-      **retrieve(pooled, sections, db, k, match, thresholds or {}),
+      "consensus": consensus,
+      **retrieve(pooled, sections, db, k, match, thresholds or {}, consensus),
       "models": {"mil": os.path.abspath(model), "views": os.path.abspath(views) if views else "",
                  "towers": towers.source, "index": os.path.abspath(index)},
       "devices": jax.device_count()}
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--match", default="section", choices=("section", "report"),
                  help="search each section against the candidates' same-section embeddings "
                       "(section, default) or their whole-report embeddings (report)")
+  p.add_argument("--consensus", type=int, default=1,
+                 help="each report section from the nearest neighbour having it (1, "
+                      "EchoPrime's rule) or the medoid of the N nearest having it")
   p.add_argument("--thresholds", default="",
                  help="JSON {label: threshold} for binary labels (default 0.5 each)")
   args = p.parse_args(argv)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     result, strips = interpret_study(args.study_dir, model=args.model, index=args.index,
                                      views=args.views, k=args.k, match=args.match,
-                                     thresholds=thresholds)
+                                     thresholds=thresholds, consensus=args.consensus)
   except (study_reader.StudyReadError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -41,13 +41,30 @@ def line_chart(series: dict[str, tuple[list[float], list[float]]], path: str, ti
   for i, (name, (xs, ys)) in enumerate(series.items()):
     colour = _COLOURS[i % len(_COLOURS)]
     line = [px(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
-    if name in dashed:
-      for a, b in zip(line[::2], line[1::2]):
-        draw.line([a, b], fill=colour, width=2)
-    elif len(line) > 1:
-      draw.line(line, fill=colour, width=2)
+    if len(line) > 1:
+      for a, b in zip(line[:-1], line[1:]):
+        if name in dashed:
+          _dashed(draw, a, b, colour)
+        else:
+          draw.line([a, b], fill=colour, width=2)
     elif line:
       draw.ellipse([line[0][0] - 3, line[0][1] - 3, line[0][0] + 3, line[0][1] + 3],
                    fill=colour)
-    draw.text((w - right - 170, top + 6 + 14 * i), f"— {name}", fill=colour)
+    ly = top + 10 + 14 * i  # legend: a line sample, then the name
+    lx = w - right - 170
+    if name in dashed:
+      _dashed(draw, (lx, ly), (lx + 18, ly), colour)
+    else:
+      draw.line([(lx, ly), (lx + 18, ly)], fill=colour, width=2)
+    draw.text((lx + 24, ly - 6), name, fill=colour)
   img.save(path)
+
+
+def _dashed(draw, a, b, colour, dash: float = 6.0) -> None:
+  """A dashed segment from a to b (dash and gap `dash` pixels long)."""
+  length = math.hypot(b[0] - a[0], b[1] - a[1])
+  steps = max(int(length // dash), 1)
+  for k in range(0, steps, 2):
+    t0, t1 = k / steps, min((k + 1) / steps, 1.0)
+    draw.line([(a[0] + (b[0] - a[0]) * t0, a[1] + (b[1] - a[1]) * t0),
+               (a[0] + (b[0] - a[0]) * t1, a[1] + (b[1] - a[1]) * t1)], fill=colour, width=2)

@@ -33,7 +33,7 @@ def test_quick_demo_beats_every_baseline(demo_run):
   summary = json.load(open(workdir / "summary.json"))
   print(open(workdir / "summary.md").read())
   rows = {r["figure"]: r for r in summary["rows"]}
-  assert len(rows) == 12
+  assert len(rows) == 11
   for r in rows.values():
     assert r["beats_baseline"], r
   # the table the user sees is the one in summary.md

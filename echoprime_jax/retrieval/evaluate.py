@@ -50,16 +50,16 @@ def _agreement(db: CandidateDatabase, generated: list[dict[str, str]],
 
 def evaluate(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[str, ...],
              truth_sections: list[dict[str, str]], k: int = 50, seed: int = 0,
-             match: str = "section") -> dict[str, float]:
+             match: str = "section", consensus: int = 1) -> dict[str, float]:
   """queries (Q, S, D) section embeddings of held-out studies; truth_sections their reports."""
   truth = db.rules.table(truth_sections)
   nbrs, _ = report_composer.section_neighbours(queries, db, max(k, 1), match=match,
                                                section_names=section_names)
-  composed = report_composer.compose(nbrs, db, section_names)
+  composed = report_composer.compose(nbrs, db, section_names, consensus)
   out = _agreement(db, [c["sections"] for c in composed], truth)
   rng = np.random.default_rng(seed)
   random_nbrs = rng.integers(0, len(db), nbrs.shape)
-  random_composed = report_composer.compose(random_nbrs, db, section_names)
+  random_composed = report_composer.compose(random_nbrs, db, section_names, consensus)
   out.update({f"random_{key}": v for key, v in _agreement(
       db, [c["sections"] for c in random_composed], truth).items()})
   measured = report_composer.measure(nbrs, db, section_names, k)

@@ -66,20 +66,31 @@ def _by_section(queries, db: CandidateDatabase, k: int, section_names):
   return rows_out, scores_out
 
 
-def compose(neighbours: np.ndarray, db: CandidateDatabase,
-            section_names: tuple[str, ...]) -> list[dict]:
+def compose(neighbours: np.ndarray, db: CandidateDatabase, section_names: tuple[str, ...],
+            consensus: int = 1) -> list[dict]:
   """neighbours (Q, S, k) -> per query {"sections": {name: text}, "sources": {name: candidate
-  row}} with, per section, the first neighbour that has the section (canonical order)."""
+  row}}, sections in canonical order. consensus 1 (EchoPrime's rule): each section's text is
+  the first neighbour that has the section. consensus n > 1: of the n nearest neighbours that
+  have it, the one whose section text embedding is closest on average to the others' (their
+  medoid): still one real report's sentence, but the one most of the neighbourhood agrees
+  with, less at the mercy of a single near miss."""
+  if consensus < 1:
+    raise ValueError(f"consensus must be >= 1, got {consensus}")
   has = {name: db.has_section(name) for name in section_names}
+  use_embeddings = consensus > 1 and db.section_embeddings is not None
   out = []
   for row in neighbours:
     sections, sources = {}, {}
     for j, name in enumerate(section_names):
-      for c in row[j]:
-        if c >= 0 and has[name][c]:
-          sections[name] = db.sections[c][name]
-          sources[name] = int(c)
-          break
+      pool = [int(c) for c in row[j] if c >= 0 and has[name][c]][:consensus]
+      if not pool:
+        continue
+      choice = pool[0]
+      if use_embeddings and len(pool) > 2 and name in db.section_names:
+        e = db.section_embeddings[pool, db.section_names.index(name)]
+        choice = pool[int(np.argmax((e @ e.T).sum(1)))]
+      sections[name] = db.sections[choice][name]
+      sources[name] = choice
     order = [n for n in reports_lib.SECTIONS if n in sections]
     out.append({"sections": {n: sections[n] for n in order},
                 "sources": {n: sources[n] for n in order}})

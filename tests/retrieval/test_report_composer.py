@@ -111,3 +111,28 @@ def test_section_matching_searches_each_sections_own_embeddings(tmp_path):
   assert m["pericardial_effusion"]["grade"] == "none"
   m5 = report_composer.measure(nbrs, db, SECTIONS, k=5)[0]  # padding rows are ignored
   assert m5["lvef"]["neighbours"] == 2 and m5["lvef"]["value"] == pytest.approx(40.0)
+
+
+def test_consensus_composition_takes_the_neighbourhoods_medoid():
+  texts = ["Systolic function is normal.", "Systolic function is severely reduced.",
+           "Systolic function is normal.", "Systolic function is normal."]
+  reports = [{"Left Ventricle": t} for t in texts]
+  # section text embeddings: the three "normal" texts agree, the reduced one is apart
+  sec = np.zeros((4, 1, 4), np.float32)
+  sec[[0, 2, 3], 0, 0] = 1.0
+  sec[1, 0, 1] = 1.0
+  db = database.build([f"s{i}" for i in range(4)], np.eye(4, dtype=np.float32), reports,
+                      index_kind="exact", section_names=("Left Ventricle",),
+                      section_embeddings=sec)
+  # neighbours, nearest first: the outlier 1, then 2, 0, 3
+  nbrs = np.asarray([[[1, 2, 0, 3]]])
+  nearest = report_composer.compose(nbrs, db, ("Left Ventricle",))[0]
+  assert nearest["sources"]["Left Ventricle"] == 1  # EchoPrime's rule: the first
+  medoid = report_composer.compose(nbrs, db, ("Left Ventricle",), consensus=3)[0]
+  assert medoid["sources"]["Left Ventricle"] in (2, 0)
+  assert medoid["sections"]["Left Ventricle"] == "Systolic function is normal."
+  # a pool of two has no majority: the nearest stays
+  two = report_composer.compose(nbrs, db, ("Left Ventricle",), consensus=2)[0]
+  assert two["sources"]["Left Ventricle"] == 1
+  with pytest.raises(ValueError, match="consensus"):
+    report_composer.compose(nbrs, db, ("Left Ventricle",), consensus=0)
