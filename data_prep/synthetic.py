@@ -9,8 +9,8 @@ coarse views, sometimes a still, a free-text report, and ground truth:
   views are learnable from pixels;
 * a beating left ventricle whose cavity volume follows the study's ejection fraction
   (radius ~ volume^(1/3) between end-diastole and end-systole) and which is dilated when the
-  ejection fraction is low (end-diastolic size +1.2% per point below 60%, as in dilated
-  cardiomyopathy; the report calls an LV with EF < 50% dilated);
+  ejection fraction is low (end-diastolic size +2% per point below 60%, at most 1.7x, as in
+  dilated cardiomyopathy; the report calls an LV with EF < 50% dilated);
 * findings that are visible *and* written in the report: pericardial effusion (a dark ring
   around the LV whose width grows with severity), left-atrial dilation (LA scaled by
   severity), colour-flow jets in the Doppler views;
@@ -128,7 +128,7 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
   u = ang / half
   v = r / radius
   ed_to_es = (1 - study.lvef / 100.0) ** (1 / 3)  # radius ratio for the EF's volume ratio
-  lv_dilation = 1 + 0.012 * max(0.0, 60.0 - study.lvef)  # end-diastolic size
+  lv_dilation = min(1 + 0.02 * max(0.0, 60.0 - study.lvef), 1.7)  # end-diastolic size
   la_scale = 1 + 0.18 * SEVERITIES.index(study.findings["left_atrium_dilation"])
   effusion = 0.035 * SEVERITIES.index(study.findings["pericardial_effusion"])
   cycle = rng.uniform(0.8, 1.2)  # seconds per beat

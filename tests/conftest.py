@@ -82,7 +82,9 @@ def _clean_env() -> dict:
 
 
 # -- the quick demo (`python -m echoprime_jax.demo --quick`): the learning tests and every later
-# stage share its folders. Each fixture advances the same demo folder to one stage; stages
+# stage share its folders. The suite runs on two pytest-xdist workers (pyproject.toml:
+# `-n 2 --dist loadgroup`); every test that uses the demo's folders is put in one group, so
+# one worker runs the chain once while the other runs everything else. Each fixture advances the same demo folder to one stage; stages
 # already done are reused, so the whole chain runs once per session.
 
 
@@ -141,3 +143,15 @@ def demo_run(tiny_mil_run, demo_dir):
   """(workdir, CompletedProcess) of the whole quick demo (export, database, interpret, probes
   and the summary after the training stages)."""
   return demo_dir, _demo(demo_dir, "probes")
+
+
+_DEMO_FIXTURES = {"demo_dir", "synthetic_100_archive", "synthetic_100", "tiny_pretrain_run",
+                  "tiny_views_run", "tiny_mil_run", "demo_run"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """Tests on the demo's folders share one xdist group (one worker, one demo per session)."""
+  for item in items:
+    if _DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.xdist_group("demo"))
