@@ -78,6 +78,15 @@ class Demo:
 
   # -- bookkeeping ----------------------------------------------------------------------------
 
+  def clear(self) -> None:
+    """Deletes what the demo wrote in its folder (only that: the folder may hold other
+    things)."""
+    for name in (*STAGES, ".stages", "plots"):
+      shutil.rmtree(self.path(name), ignore_errors=True)
+    for name in ("summary.md", "summary.json", "retrieval.json"):
+      if os.path.isfile(self.path(name)):
+        os.remove(self.path(name))
+
   def _marker(self, stage: str) -> str:
     return self.path(".stages", f"{stage}.json")
 
@@ -379,9 +388,10 @@ def main(argv: list[str] | None = None) -> int:
   settings = QUICK if args.quick else Settings()
   if args.studies:
     settings = dataclasses.replace(settings, studies=args.studies)
+  demo = Demo(args.workdir, settings)
   if args.fresh:
-    shutil.rmtree(args.workdir, ignore_errors=True)
-  summary = Demo(args.workdir, settings).run(args.until)
+    demo.clear()
+  summary = demo.run(args.until)
   if summary is None:
     print(f"stopped after stage {args.until!r}; outputs in {os.path.abspath(args.workdir)}")
     return 0
