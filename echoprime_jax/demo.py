@@ -14,7 +14,7 @@ them on a real archive):
   export     per-video / per-study / per-section embeddings, predicted views (export)
   database   the candidate database (train split) + retrieval evaluation (index build/evaluate)
   interpret  one held-out study: report, measurements, HTML page          (interpret)
-  probes     LVEF (regression) and pericardial effusion (binary) probes    (probe)
+  probes     LVEF (regression) and left-atrial dilation (binary) probes    (probe)
 then prints the summary table (each figure beside its baseline) and writes WORKDIR/summary.json,
 WORKDIR/summary.md and WORKDIR/plots/ (loss and recall curves, the views' confusion matrix).
 
@@ -245,12 +245,12 @@ class Demo:
     os.makedirs(os.path.dirname(labels), exist_ok=True)
     with open(self.path("archive", "ground_truth.csv")) as f, open(labels, "w", newline="") as g:
       w = csv.writer(g)
-      w.writerow(["study_id", "lvef", "pericardial_effusion_present"])
+      w.writerow(["study_id", "lvef", "left_atrium_dilated"])
       for r in csv.DictReader(f):
         w.writerow([pseudo.study(r["StudyInstanceUID"]), r["lvef"],
-                    int(r["pericardial_effusion"] != "none")])
+                    int(r["left_atrium_dilation"] != "none")])
     out = {}
-    for target in ("lvef", "pericardial_effusion_present"):
+    for target in ("lvef", "left_atrium_dilated"):
       _main(probe.main, ["--export", self.path("export"), "--data", self.path("shards"),
                          "--labels", labels, "--target", target, "--ablation",
                          "--out", self.path("probes"), "--bootstraps", "200"])
@@ -286,9 +286,8 @@ class Demo:
     p = f["probes"]
     rows.append(("LVEF probe MAE (study mean, linear)", p["lvef"]["study_mean"]["linear"]["mae"],
                  p["lvef"]["study_mean"]["baseline"]["mae"], "predict the mean", False))
-    rows.append(("pericardial effusion probe AUC (study_mean)",
-                 p["pericardial_effusion_present"]["study_mean"]["linear"]["auc"], 0.5,
-                 "chance", True))
+    rows.append(("left-atrial dilation probe AUC (study mean, linear)",
+                 p["left_atrium_dilated"]["study_mean"]["linear"]["auc"], 0.5, "chance", True))
     return rows
 
   def summary(self) -> dict:

