@@ -1,6 +1,6 @@
 """The whole system end to end on a synthetic archive, in one command.
 
-  python -m echoprime_jax.demo --workdir runs/demo            # ~15 minutes on 2 CPU cores
+  python -m echoprime_jax.demo --workdir runs/demo            # ~10 minutes on 2 CPU cores
   python -m echoprime_jax.demo --workdir runs/demo --quick    # fewer steps (the CI test)
 
 Stages, each writing a folder of WORKDIR (each is also a command of its own; the README shows
