@@ -1,7 +1,7 @@
 """The whole system end to end on a synthetic archive, in one command.
 
   python -m echoprime_jax.demo --workdir runs/demo            # ~10 minutes on 2 CPU cores
-  python -m echoprime_jax.demo --workdir runs/demo --quick    # fewer steps (the CI test)
+  python -m echoprime_jax.demo --workdir runs/demo --quick    # half the steps (the CI test)
 
 Stages, each writing a folder of WORKDIR (each is also a command of its own; the README shows
 them on a real archive):
@@ -59,7 +59,7 @@ class Settings:
   seed: int = 0
 
 
-QUICK = Settings(pretrain_steps=300, mil_steps=150)
+QUICK = Settings(pretrain_steps=500)
 
 STAGES = ("archive", "shards", "pretrain", "views", "mil", "export", "database", "interpret",
           "probes")
@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--fresh", action="store_true",
                  help="delete the stages already in WORKDIR and run everything again")
   p.add_argument("--quick", action="store_true",
-                 help="fewer training steps (pretraining 300, MIL 150): ~5 minutes, weaker "
-                      "figures; what the test suite runs")
+                 help="half the pretraining steps (500): ~6 minutes, weaker figures; what the "
+                      "test suite runs")
   p.add_argument("--studies", type=int, default=0,
                  help="synthetic studies (default 100; fewer make the figures noisy)")
   p.add_argument("--until", default=STAGES[-1], choices=STAGES,

@@ -120,7 +120,7 @@ def synthetic_100(synthetic_100_archive, demo_dir):
 
 @pytest.fixture(scope="session")
 def tiny_pretrain_run(synthetic_100, demo_dir):
-  """(workdir, CompletedProcess) of the demo's tiny pretraining (300 steps, evaluated every
+  """(workdir, CompletedProcess) of the demo's tiny pretraining (500 steps, evaluated every
   100): the recall test reads its metrics, later stages its towers."""
   return demo_dir / "pretrain", _demo(demo_dir, "pretrain")
 
@@ -133,7 +133,7 @@ def tiny_views_run(tiny_pretrain_run, demo_dir):
 
 @pytest.fixture(scope="session")
 def tiny_mil_run(tiny_views_run, demo_dir):
-  """(workdir, CompletedProcess) of the demo's tiny MIL stage (150 steps, evaluated every 50)
+  """(workdir, CompletedProcess) of the demo's tiny MIL stage (300 steps, evaluated every 100)
   on the pretraining run's towers."""
   return demo_dir / "mil", _demo(demo_dir, "mil")
 

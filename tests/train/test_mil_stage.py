@@ -205,7 +205,7 @@ def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, syntheti
     assert os.path.isfile(workdir / "export" / f"{split}_attention.csv")
   table = section_table.read_csv(str(workdir / "attention_table.csv"))
   assert table.shape == (S, K) and np.allclose(table.max(1), 1.0)
-  assert len(os.listdir(workdir / "attention")) == 3  # steps 50, 100, 150
+  assert len(os.listdir(workdir / "attention")) == 3  # steps 100, 200, 300
 
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
