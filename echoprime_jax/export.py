@@ -92,7 +92,7 @@ def run(args) -> int:
   emb = embeddings_lib.cached_split(towers, index, args.split,
                                     os.path.join(args.out, "cache", f"{args.split}.npz"),
                                     batch_size=args.batch, mesh=mesh)
-  view_probs = None
+  view_probs, labelled_views = None, emb.video_view  # the shards' labels (-1 unlabelled)
   if args.views:
     from echoprime_jax.view_predictor import ViewPredictor
     records, view_probs = ViewPredictor.from_run(args.views, mesh).predict_split(
@@ -118,8 +118,7 @@ def run(args) -> int:
   name = lambda v: COARSE_VIEWS[v] if v >= 0 else ""
   columns = {"study_id": [str(emb.study_ids[s]) for s in emb.video_study],
              "record": emb.video_record.astype(np.int64),
-             "view": [name(v) for v in emb.video_view] if view_probs is None
-             else [name(v) for v in _shard_views(index, args.split, emb)],
+             "view": [name(v) for v in labelled_views],
              "row": np.arange(n, dtype=np.int64)}
   if view_probs is not None:
     columns["predicted_view"] = [name(v) for v in view_probs.argmax(1)]
@@ -155,12 +154,6 @@ def run(args) -> int:
   print(f"exported {n} videos and {m} studies of split {args.split!r} to {args.out}"
         + ("" if sections is None else f" (+ {len(emb.sections)} section embeddings each)"))
   return 0
-
-
-def _shard_views(index, split: str, emb) -> np.ndarray:
-  """(N,) the shards' own view labels of the export's videos (-1 unlabelled)."""
-  by_record = {r: v for s in index.studies(split) for r, v in zip(s.records, s.views)}
-  return np.asarray([by_record[int(r)] for r in emb.video_record])
 
 
 def main(argv: list[str] | None = None) -> int:

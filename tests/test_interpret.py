@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_prep import deid, reports
+from data_prep import reports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,25 +52,22 @@ def database(tiny_mil_run, tmp_path_factory):
   return db
 
 
-def _held_out_study(archive, shards):
-  """(folder, ground truth row, [(file name, view, frames)]) of a validation-split study."""
-  from echoprime_jax.data.shards import ShardIndex
-  val = {s.study_id for s in ShardIndex(str(shards)).studies("val")}
-  pseudo = deid.Pseudonymizer(deid.INSECURE_TEST_KEY)
-  truth = list(csv.DictReader(open(archive / "ground_truth.csv")))
-  row = next(r for r in truth if pseudo.study(r["StudyInstanceUID"]) in val)
+def _held_out_study(archive):
+  """(folder, ground truth row, [(file name, view, frames)]) of the demo's held-out study."""
+  from echoprime_jax import demo
+  folder, row = demo.Demo(str(archive.parent), demo.QUICK).held_out_study()
   index = int(row["study_index"])
   files = [(os.path.basename(v["file"]), v["view"], int(v["frames"]))
            for v in csv.DictReader(open(archive / "videos.csv"))
            if int(v["study_index"]) == index]
-  return archive / "dicom" / f"study_{index:05d}", row, files
+  return folder, row, files
 
 
 def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
                                      synthetic_100_archive, synthetic_100, tmp_path):
   views_dir, views_run = tiny_views_run
   assert views_run.returncode == 0, views_run.stderr[-3000:]
-  folder, truth, files = _held_out_study(synthetic_100_archive, synthetic_100)
+  folder, truth, files = _held_out_study(synthetic_100_archive)
   out = tmp_path / "out"
   run = _cli(folder, "--model", tiny_mil_run[0], "--index", database, "--views", views_dir,
              "--out", out, "--k", "10")
