@@ -2,8 +2,9 @@
 
 Tokenizer: a local Hugging Face tokenizer directory (BiomedBERT's, when the user has it) loaded
 with `transformers.AutoTokenizer`; without one (tests, synthetic data) a lowercase BERT
-WordPiece vocabulary is trained on the training reports with `tokenizers` and saved with the
-run (`tokenizer_for_run`), so a resumed or exported run reads text exactly as it trained.
+WordPiece vocabulary is learned from the training reports (deterministically:
+`wordpiece_vocab`) and saved with the run (`tokenizer_for_run`), so a resumed or exported run
+reads text exactly as it trained.
 
 Reports are sections (`data_prep.reports`): each becomes "<Section>: <text> [SEP]" in section
 order, EchoPrime's text format. A report longer than `max_len` tokens is cut into windows of
@@ -34,16 +35,23 @@ def load_tokenizer(path: str):
 
 
 def train_wordpiece(texts: Iterable[str], out_dir: str, vocab_size: int = 8000):
-  """Trains a lowercase BERT WordPiece tokenizer on `texts`, saves it to out_dir, loads it."""
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+  """Learns a lowercase BERT WordPiece tokenizer on `texts` (the same texts give the same
+  vocabulary: `wordpiece_vocab`), saves it to out_dir, loads it."""
+  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
   from transformers import BertTokenizerFast
 
-  tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  from echoprime_jax.data import wordpiece_vocab
+
+  normalizer = normalizers.BertNormalizer(lowercase=True)
+  pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  words = wordpiece_vocab.word_counts(texts, normalizer, pre_tokenizer)
+  if not words:
+    raise ValueError(f"{out_dir}: no text to learn a vocabulary from")
+  vocab = wordpiece_vocab.learn(words, vocab_size, SPECIAL_TOKENS)
+  tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+  tok.normalizer = normalizer
+  tok.pre_tokenizer = pre_tokenizer
   tok.decoder = decoders.WordPiece()
-  tok.train_from_iterator(texts, trainers.WordPieceTrainer(
-      vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS)))
   os.makedirs(out_dir, exist_ok=True)
   BertTokenizerFast(tokenizer_object=tok).save_pretrained(out_dir)
   return load_tokenizer(out_dir)
