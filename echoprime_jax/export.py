@@ -92,7 +92,7 @@ def run(args) -> int:
   emb = embeddings_lib.cached_split(towers, index, args.split,
                                     os.path.join(args.out, "cache", f"{args.split}.npz"),
                                     batch_size=args.batch, mesh=mesh)
-  view_probs, labelled_views = None, emb.video_view  # the shards' labels (-1 unlabelled)
+  view_probs = None
   if args.views:
     from echoprime_jax.view_predictor import ViewPredictor
     records, view_probs = ViewPredictor.from_run(args.views, mesh).predict_split(
@@ -118,7 +118,7 @@ def run(args) -> int:
   name = lambda v: COARSE_VIEWS[v] if v >= 0 else ""
   columns = {"study_id": [str(emb.study_ids[s]) for s in emb.video_study],
              "record": emb.video_record.astype(np.int64),
-             "view": [name(v) for v in labelled_views],
+             "view": [name(v) for v in emb.video_view],  # the shards' labels (-1: none)
              "row": np.arange(n, dtype=np.int64)}
   if view_probs is not None:
     columns["predicted_view"] = [name(v) for v in view_probs.argmax(1)]

@@ -1,5 +1,5 @@
 """How good are retrieved reports and kNN measurements? Against the truth of held-out studies
-and a random-neighbour baseline (same candidates, random picks), measured in one call.
+and a random-neighbour baseline (its exact expectation over the candidates), in one call.
 
 Report agreement: labels are extracted (same rules) from the composed report and compared with
 the labels of the study's true report (baseline: the exact expectation when each section is
