@@ -14,6 +14,10 @@ JAX runs `echoprime_jax.train.pretrain.jit_train_step` (the trainer's own step) 
 device; PyTorch runs torchvision + transformers modules with torch.optim.AdamW. Each framework
 and config runs in a fresh process (its own peak RSS); medians over the timed steps after
 `--warmup` untimed ones. FLOPs per step are XLA's cost analysis of the compiled JAX step.
+Each config is measured under each `--malloc` setting, applied alike to both frameworks:
+`system` (glibc's defaults, what the trainer uses unless told otherwise) and `tuned` (the
+trainer's opt-in `--config.host_malloc=tuned`, echoprime_jax/host_malloc.py: freed memory is
+reused instead of being page-faulted in again every step).
 Requires torch + torchvision + transformers (the test requirements).
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import math
 import os
 import statistics
@@ -32,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import cpu_name, publish, report, spawn, timed  # noqa: E402
-from echoprime_jax import xla_flags  # noqa: E402
+from echoprime_jax import host_malloc, xla_flags  # noqa: E402
 
 CONFIGS = {"tiny": dict(variant="tiny", batch=8, vocab=1000),
            "mvit_s": dict(variant="echoprime", batch=2, vocab=30522)}
@@ -189,31 +194,42 @@ def main() -> None:
   p.add_argument("--xla-flags", default=" ".join(xla_flags.CPU_FLAGS),
                  help="XLA_FLAGS for the JAX workers (default: the flags the trainer sets, "
                       "echoprime_jax/xla_flags.py; pass '' for XLA's defaults)")
+  p.add_argument("--malloc", default="tuned,system",
+                 help="host allocator settings to measure, comma-separated, each applied to "
+                      "BOTH frameworks' workers: 'system' = glibc's defaults (the trainer's "
+                      "default), 'tuned' = the trainer's opt-in --config.host_malloc=tuned "
+                      "(echoprime_jax/host_malloc.py: freed memory reused, no per-step page "
+                      "faults) (default: both)")
   p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--framework", help=argparse.SUPPRESS)
   p.add_argument("--config", help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.worker:
+    if args.malloc == "tuned":  # before torch / JAX start their threads
+      host_malloc.keep_freed_memory(force=True)
     fn = worker_jax if args.framework == "jax" else worker_torch
     report(fn(args.config, args.warmup, args.iters))
     return
 
   rows = []
-  for name in args.configs.split(","):
+  for name, malloc in itertools.product(args.configs.split(","), args.malloc.split(",")):
+    if malloc not in ("tuned", "system"):
+      p.error(f"--malloc: unknown setting {malloc!r} (tuned, system)")
     iters = args.iters or (10 if name == "tiny" else 3)
     runs = {"torch": [], "jax": []}
     for _ in range(args.rounds):
       for fw in ("torch", "jax"):
         env = {"XLA_FLAGS": args.xla_flags} if fw == "jax" else None
         r = spawn(__file__, ["--framework", fw, "--config", name, "--iters", str(iters),
-                             "--warmup", str(args.warmup)], env)
+                             "--warmup", str(args.warmup), "--malloc", malloc], env)
         runs[fw].append(r)
-        print(f"{name} {fw}: median {statistics.median(r['times']):.3f} s/step, "
-              f"loss {r['loss']:.3f}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"{name} {fw} ({malloc} malloc): median {statistics.median(r['times']):.3f} "
+              f"s/step, loss {r['loss']:.3f}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     t = {fw: statistics.median([x for r in runs[fw] for x in r["times"]]) for fw in runs}
     jax_run = runs["jax"][0]
-    rows.append({"name": name, "batch": CONFIGS[name]["batch"], "torch_s": t["torch"],
+    rows.append({"name": name, "malloc": malloc, "batch": CONFIGS[name]["batch"],
+                 "torch_s": t["torch"],
                  "jax_s": t["jax"], "ratio": t["jax"] / t["torch"],
                  "gflop": jax_run["flops"] / 1e9, "compile_s": jax_run["compile_s"],
                  "torch_rss": max(r["peak_rss_mb"] for r in runs["torch"]),
@@ -224,18 +240,23 @@ def main() -> None:
       f"{os.cpu_count()} cores)",
       "",
       "Video + text towers, CLIP loss, backward, clipping, AdamW; same batch and architecture; "
-      f"fp32; {args.warmup} warm-up steps, then the median step. XLA_FLAGS: "
-      f"`{args.xla_flags or '(none)'}`; torch with all cores.",
+      f"fp32; {args.warmup} warm-up steps, then the median step over {args.rounds} "
+      f"alternating PyTorch / JAX round(s). XLA_FLAGS: `{args.xla_flags or '(none)'}`; torch "
+      "with all cores. Host malloc (both frameworks alike): system = glibc's defaults (the "
+      "trainer's default), tuned = the trainer's opt-in `--config.host_malloc=tuned` "
+      "(`echoprime_jax/host_malloc.py`: one arena, no mmap, no trim).",
       "",
-      "| config | batch | GFLOP/step (XLA) | PyTorch s | JAX s | JAX/PyTorch | JAX GFLOP/s "
-      "| JAX compile s | PyTorch peak RSS MB | JAX peak RSS MB |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "| config | host malloc | batch | GFLOP/step (XLA) | PyTorch s | JAX s | JAX/PyTorch "
+      "| JAX GFLOP/s | JAX compile s | PyTorch peak RSS MB | JAX peak RSS MB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
-    lines.append(f"| {r['name']} | {r['batch']} | {r['gflop']:.1f} | {r['torch_s']:.3f} | "
+    lines.append(f"| {r['name']} | {r['malloc']} | {r['batch']} | {r['gflop']:.1f} | "
+                 f"{r['torch_s']:.3f} | "
                  f"{r['jax_s']:.3f} | **{r['ratio']:.2f}** | {r['gflop'] / r['jax_s']:.0f} | "
                  f"{r['compile_s']:.1f} | {r['torch_rss']:.0f} | {r['jax_rss']:.0f} |")
-  lines += ["", "Reproduce: `python benchmarks/train_step.py`."]
+  lines += ["", "Reproduce: `python benchmarks/train_step.py --rounds "
+            f"{args.rounds}{' --iters ' + str(args.iters) if args.iters else ''}`."]
   publish("train_step", lines, write=not args.no_write)
 
 

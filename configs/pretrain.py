@@ -48,6 +48,11 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.best_metric = "mean_R@10"  # a key of the validation metrics (higher is better); "" = none
   c.eval_batch_size = 64
   c.peak_tflops = 0.0  # per device, for MFU (e.g. 790 for an H200 in bf16); 0 = not logged
+  # CPU hosts: "tuned" makes glibc reuse freed memory instead of page-faulting XLA's per-step
+  # buffers in again (echoprime_jax/host_malloc.py; opt-in, see benchmarks/RESULTS.md: MViT-S
+  # step 21.5 -> 20.0 s, compile 96 -> 148 s). "system" keeps glibc's defaults. Ignored on
+  # GPU/TPU hosts.
+  c.host_malloc = "system"
 
   if arg == "tiny":
     c.data.clip_length, c.data.clip_stride, c.data.max_text_len = 8, 1, 128

@@ -90,7 +90,7 @@ class Embeddings(nnx.Module):
     self.token_type = nnx.Embed(cfg.type_vocab_size, cfg.hidden_size, **kw)
     self.norm = layers.layer_norm(cfg.hidden_size, eps=cfg.layer_norm_eps, dtype=cfg.dtype,
                                   param_dtype=cfg.param_dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+    self.dropout = layers.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
 
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array) -> jax.Array:
     """(B, S) ids -> (B, S, hidden)."""
@@ -118,13 +118,14 @@ class Layer(nnx.Module):
     self.mlp_out = lin(cfg.intermediate_size, h)
     self.mlp_norm = norm()
     self.activation = _ACTIVATIONS[cfg.hidden_act]
-    self.dropout = nnx.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
+    self.dropout = layers.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
     self.attn_dropout_rate = cfg.attention_probs_dropout_prob
-    self.attn_dropout = nnx.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
+    self.attn_dropout = layers.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
 
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     """x: (B, S, hidden); key_mask: (B, 1, 1, S) bool -> (B, S, hidden)."""
     b, s, h = x.shape
+    x = layers.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
     split = lambda t: t.reshape(b, s, self.num_heads, self.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
     if self.attn_dropout.deterministic or self.attn_dropout_rate == 0.0:
@@ -134,7 +135,8 @@ class Layer(nnx.Module):
       logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
       probs = self.attn_dropout(jax.nn.softmax(logits.astype(jnp.float32), -1).astype(v.dtype))
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
-    x = self.attn_norm(x + self.dropout(self.attn_out(ctx.reshape(b, s, h))))
+    x = layers.materialize_cotangent(
+        self.attn_norm(x + self.dropout(self.attn_out(ctx.reshape(b, s, h)))))
     y = self.mlp_out(self.activation(self.mlp_in(x)))
     return self.mlp_norm(x + self.dropout(y))
 

@@ -319,7 +319,7 @@ class MultiscaleAttention(nnx.Module):
     self.qkv = layers.linear(spec.input_channels, 3 * attn_dim, dtype=dtype, param_dtype=pdtype,
                              rngs=rngs)
     self.proj = layers.linear(attn_dim, attn_dim, dtype=dtype, param_dtype=pdtype, rngs=rngs)
-    self.proj_dropout = nnx.Dropout(cfg.attention_dropout, rngs=rngs)
+    self.proj_dropout = layers.Dropout(cfg.attention_dropout, rngs=rngs)
 
     def pool(kernel, stride):
       if _prod(kernel) > 1 or _prod(stride) > 1:
@@ -403,7 +403,7 @@ class MultiscaleBlock(nnx.Module):
                                 rngs=rngs)
     self.mlp_out = layers.linear(4 * attn_dim, spec.output_channels, dtype=dtype,
                                  param_dtype=pdtype, rngs=rngs)
-    self.mlp_dropout = nnx.Dropout(cfg.attention_dropout, rngs=rngs)
+    self.mlp_dropout = layers.Dropout(cfg.attention_dropout, rngs=rngs)
     in_proj = spec.input_channels if cfg.proj_after_attn else attn_dim
     self.project = (layers.linear(in_proj, spec.output_channels, dtype=dtype,
                                   param_dtype=pdtype, rngs=rngs)
@@ -412,13 +412,14 @@ class MultiscaleBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
     """x: (B, 1 + T*H*W, C_in) -> (B, 1 + T'*H'*W', C_out), new grid."""
+    x = layers.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
     x_norm = self.norm1(x)
     x_attn, new_grid = self.attn(x_norm, grid)
     if self.project is not None and self.proj_after_attn:
       x = self.project(x_norm)  # channel change on the *normalised* input
     if _prod(self.stride_q) > 1:
       x, _ = max_pool_skip(x, grid, self.stride_q)
-    x = x + self.drop_path(x_attn)
+    x = layers.materialize_cotangent(x + self.drop_path(x_attn))
     x_norm = self.norm2(x)
     if self.project is not None and not self.proj_after_attn:
       x = self.project(x_norm)
@@ -451,7 +452,7 @@ class MViT(nnx.Module):
     c_last = cfg.blocks[-1].output_channels
     self.norm = layers.layer_norm(c_last, eps=cfg.norm_eps, dtype=dtype, param_dtype=pdtype,
                                   rngs=rngs)
-    self.head_dropout = nnx.Dropout(cfg.head_dropout, rngs=rngs)
+    self.head_dropout = layers.Dropout(cfg.head_dropout, rngs=rngs)
     self.head = (layers.linear(c_last, cfg.num_outputs, dtype=dtype, param_dtype=pdtype,
                                rngs=rngs) if cfg.num_outputs else None)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
-from echoprime_jax import xla_flags
+from echoprime_jax import host_malloc, xla_flags
 
 xla_flags.apply()  # before JAX starts (jax itself is imported lazily below)
 
@@ -34,10 +34,15 @@ def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save INFO chatter
+  cfg = flags.FLAGS.config
+  malloc = cfg.get("host_malloc", "system")
+  if malloc not in ("system", "tuned"):
+    raise app.UsageError(f"--config.host_malloc must be 'system' or 'tuned', got {malloc!r}")
+  if malloc == "tuned":  # before JAX starts its threads (echoprime_jax/host_malloc.py)
+    host_malloc.keep_freed_memory()
   from echoprime_jax import parallel
   parallel.initialize_distributed(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
                                   flags.FLAGS.process_id, flags.FLAGS.cpu_collectives)
-  cfg = flags.FLAGS.config
   if cfg.stage == "pretrain":
     from echoprime_jax.train import loop as stage
   elif cfg.stage == "views":

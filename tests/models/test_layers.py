@@ -1,4 +1,7 @@
-"""The hand-lowered convolutions equal XLA's own convolution: values and both gradients."""
+"""The hand-lowered layers equal their reference maths: convolutions (values and both
+gradients), erf / GELU, dropout statistics, the cotangent barrier."""
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -74,3 +77,59 @@ def test_patch_conv_matches_a_stride_equal_kernel_conv():
   x = _random((2, 18, 17, 3), 5)  # 18x17: rows/columns beyond whole patches are dropped
   ref = _lax_conv(x, conv.kernel[...], (4, 4), "VALID") + conv.bias[...]
   np.testing.assert_allclose(conv(x), ref, atol=2e-5)
+
+
+def test_erf_matches_the_exact_function():
+  x = np.linspace(-6, 6, 200_001, dtype=np.float32)
+  exact = np.array([math.erf(v) for v in x.astype(np.float64)])
+  err = np.abs(np.asarray(jax.jit(layers.erf)(x), np.float64) - exact)
+  assert err.max() < 4e-7  # jax.lax.erf: 3.1e-7 on the same grid
+  assert err[np.abs(x) > 4].max() < 1e-7  # saturates to +-1 exactly where float32 does
+
+
+def test_gelu_value_and_gradient_match_the_erf_form():
+  x = jnp.asarray(np.linspace(-8, 8, 4001, dtype=np.float32))
+  exact = lambda v: jax.nn.gelu(v, approximate=False)  # JAX's own erfc-based form
+  np.testing.assert_allclose(jax.jit(layers.gelu)(x), exact(x), atol=1e-6)
+  grad = jax.jit(jax.vmap(jax.grad(layers.gelu)))(x)
+  np.testing.assert_allclose(grad, jax.vmap(jax.grad(exact))(x), atol=1e-6)
+  assert float(grad[0]) == pytest.approx(0.0, abs=1e-6) and float(grad[-1]) == pytest.approx(1.0)
+  half = layers.gelu(x.astype(jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(half, np.float32), exact(x), atol=0.07, rtol=0.01)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_the_rate_and_keeps_the_mean(rate):
+  drop = layers.Dropout(rate, rngs=nnx.Rngs(dropout=0))
+  x = jnp.ones((64, 129, 127))  # odd last axis: the 16-bit draws are split from 32-bit words
+  y = drop(x)
+  kept = np.asarray(y) != 0
+  keep_prob = 1 - round(rate * 65536) / 65536
+  n = kept.size
+  assert abs(kept.mean() - keep_prob) < 5 * math.sqrt(keep_prob * (1 - keep_prob) / n)
+  np.testing.assert_allclose(np.asarray(y)[kept], 1 / keep_prob, rtol=1e-6)  # exact rescale
+  assert abs(float(y.mean()) - 1.0) < 5 * math.sqrt((1 - keep_prob) / keep_prob / n)
+  assert not np.array_equal(kept, np.asarray(drop(x)) != 0)  # a fresh mask per call
+  drop.eval()
+  assert drop(x) is x
+
+
+def test_dropout_broadcast_dims_share_one_decision():
+  drop = layers.drop_path(0.5, 3, nnx.Rngs(dropout=1))  # stochastic depth: one draw per sample
+  y = np.asarray(drop(jnp.ones((256, 5, 3))))
+  per_sample = y.reshape(256, -1)
+  assert np.all(per_sample == per_sample[:, :1])
+  assert 0.35 < (per_sample[:, 0] != 0).mean() < 0.65
+
+
+def test_materialize_cotangent_is_an_identity_whose_gradient_survives_compilation():
+  f = lambda x: jnp.sum(jnp.sin(layers.materialize_cotangent(x * 2.0)) ** 2)
+  ref = lambda x: jnp.sum(jnp.sin(x * 2.0) ** 2)
+  x = _random((33, 17), 3)
+  np.testing.assert_array_equal(jax.jit(f)(x), jax.jit(ref)(x))
+  np.testing.assert_allclose(jax.jit(jax.grad(f))(x), jax.jit(jax.grad(ref))(x), rtol=1e-6)
+  # the barrier is a conditional in the optimised program (an optimization_barrier would be
+  # expanded away before fusion, see its docstring)
+  hlo = jax.jit(jax.grad(f)).lower(x).compile().as_text()
+  assert "conditional(" in hlo
