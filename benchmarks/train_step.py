@@ -212,10 +212,12 @@ def main() -> None:
     report(fn(args.config, args.warmup, args.iters))
     return
 
+  mallocs = args.malloc.split(",")
+  unknown = [m for m in mallocs if m not in host_malloc.CHOICES]
+  if unknown:  # before any measurement starts
+    p.error(f"--malloc: unknown setting(s) {unknown} (choose from {host_malloc.CHOICES})")
   rows = []
-  for name, malloc in itertools.product(args.configs.split(","), args.malloc.split(",")):
-    if malloc not in ("tuned", "system"):
-      p.error(f"--malloc: unknown setting {malloc!r} (tuned, system)")
+  for name, malloc in itertools.product(args.configs.split(","), mallocs):
     iters = args.iters or (10 if name == "tiny" else 3)
     runs = {"torch": [], "jax": []}
     for _ in range(args.rounds):
@@ -229,8 +231,7 @@ def main() -> None:
     t = {fw: statistics.median([x for r in runs[fw] for x in r["times"]]) for fw in runs}
     jax_run = runs["jax"][0]
     rows.append({"name": name, "malloc": malloc, "batch": CONFIGS[name]["batch"],
-                 "torch_s": t["torch"],
-                 "jax_s": t["jax"], "ratio": t["jax"] / t["torch"],
+                 "torch_s": t["torch"], "jax_s": t["jax"], "ratio": t["jax"] / t["torch"],
                  "gflop": jax_run["flops"] / 1e9, "compile_s": jax_run["compile_s"],
                  "torch_rss": max(r["peak_rss_mb"] for r in runs["torch"]),
                  "jax_rss": max(r["peak_rss_mb"] for r in runs["jax"])})
@@ -252,8 +253,7 @@ def main() -> None:
   ]
   for r in rows:
     lines.append(f"| {r['name']} | {r['malloc']} | {r['batch']} | {r['gflop']:.1f} | "
-                 f"{r['torch_s']:.3f} | "
-                 f"{r['jax_s']:.3f} | **{r['ratio']:.2f}** | {r['gflop'] / r['jax_s']:.0f} | "
+                 f"{r['torch_s']:.3f} | {r['jax_s']:.3f} | **{r['ratio']:.2f}** | {r['gflop'] / r['jax_s']:.0f} | "
                  f"{r['compile_s']:.1f} | {r['torch_rss']:.0f} | {r['jax_rss']:.0f} |")
   lines += ["", "Reproduce: `python benchmarks/train_step.py --rounds "
             f"{args.rounds}{' --iters ' + str(args.iters) if args.iters else ''}`."]

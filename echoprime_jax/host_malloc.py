@@ -30,6 +30,7 @@ M_ARENA_MAX = -8
 SETTINGS = ((M_ARENA_MAX, 1),        # every thread allocates from the main heap...
             (M_MMAP_MAX, 0),         # ...which serves large blocks too, instead of mmap
             (M_TRIM_THRESHOLD, -1))  # and never hands freed memory back ("-1": never trim)
+CHOICES = ("system", "tuned")  # the trainer's `host_malloc` values: glibc's defaults, SETTINGS
 ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                        "jax_rocm7_plugin", "libtpu")
 

@@ -36,7 +36,7 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save INFO chatter
   cfg = flags.FLAGS.config
   malloc = cfg.get("host_malloc", "system")
-  if malloc not in ("system", "tuned"):
+  if malloc not in host_malloc.CHOICES:
     raise app.UsageError(f"--config.host_malloc must be 'system' or 'tuned', got {malloc!r}")
   if malloc == "tuned":  # before JAX starts its threads (echoprime_jax/host_malloc.py)
     host_malloc.keep_freed_memory()
