@@ -253,7 +253,8 @@ def main() -> None:
   ]
   for r in rows:
     lines.append(f"| {r['name']} | {r['malloc']} | {r['batch']} | {r['gflop']:.1f} | "
-                 f"{r['torch_s']:.3f} | {r['jax_s']:.3f} | **{r['ratio']:.2f}** | {r['gflop'] / r['jax_s']:.0f} | "
+                 f"{r['torch_s']:.3f} | {r['jax_s']:.3f} | **{r['ratio']:.2f}** | "
+                 f"{r['gflop'] / r['jax_s']:.0f} | "
                  f"{r['compile_s']:.1f} | {r['torch_rss']:.0f} | {r['jax_rss']:.0f} |")
   lines += ["", "Reproduce: `python benchmarks/train_step.py --rounds "
             f"{args.rounds}{' --iters ' + str(args.iters) if args.iters else ''}`."]
