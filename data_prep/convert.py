@@ -15,8 +15,12 @@ Stages (each input file ends in the manifest exactly once, as converted / skippe
      TFDS metadata (dataset_info.json, features.json) so `tfds.builder_from_directory(OUT)`
      reads the same shards, and the optional id mapping for the data owner (--mapping-file).
 
-No names, dates or raw UIDs are written anywhere in OUT or in the log; input paths appear
-only as keyed pseudonyms (`file_key`), resolvable through the owner's mapping file.
+Privacy (README, "Privacy"): no names, dates or raw UIDs are written anywhere in OUT or in the
+log; input paths appear only as keyed pseudonyms (`file_key`), resolvable through the owner's
+mapping file, which is refused inside OUT. Pixels: only the scan sector is stored; a file whose
+sector cannot be found with confidence is rejected (`region.find_sector`). Reports: scrubbed of
+names, dates, ids and header / sign-off blocks (`report_scrub`), counts recorded per study.
+Per-file failures are recorded by pseudonym with redacted reasons (`log_privacy.redact`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep import deid, dicom_reader, record_schema, region, reports
+from data_prep import (deid, dicom_reader, log_privacy, record_schema, region, report_scrub,
+                       reports)
 
 log = logging.getLogger("data_prep.convert")
 
@@ -63,30 +68,45 @@ class Options:
   drop_without_report: bool = False
   geometry_sample: int = 32  # frames used to find the sector
   max_file_bytes: int = 8 << 30  # larger files are rejected as oversized
+  uncertain_sector: str = "reject"  # or "central-crop" (region.find_sector)
+  report_phi: str = "scrub"  # "scrub" | "reject" | "keep" (report_scrub)
 
 
 # ------------------------------------------------------------------------------ probe
 
 
-def _sanitise(message: str, path: str, file_key: str) -> str:
-  """Error text without the (possibly PHI-bearing) path."""
-  return message.replace(path, f"<file {file_key}>").replace(os.path.basename(path),
-                                                             f"<file {file_key}>")
+def failure_reason(error: Exception, path: str, file_key: str) -> str:
+  """A per-file failure as a manifest reason: no path, path component, UID, date or name
+  (`log_privacy.redact`); the file is named by its pseudonym."""
+  if isinstance(error, region.SectorNotFound):
+    message = f"sector not found: {error}"
+  elif isinstance(error, dicom_reader.DicomReadError):
+    message = str(error)
+  else:
+    message = f"{type(error).__name__}: {error}"
+  message = message.replace(path, f"<file {file_key}>")
+  return log_privacy.redact(message, path)
 
 
 def probe(task: tuple[str, str, bytes, Options]) -> dict[str, Any]:
-  """Header-level triage of one file -> a manifest row (+ private raw ids for planning)."""
+  """Header-level triage of one file -> a manifest row (+ private raw ids for planning).
+
+  Never raises: any failure (unreadable, dangling link, corrupt header) is a rejected row."""
   path, file_key, key, opts = task
   # "_"-prefixed fields are private to the run (raw path, raw study id): never written out.
   row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": "", "_path": path}
+  try:
+    return _probe(row, path, key, opts)
+  except Exception as e:  # one bad file never stops the run
+    return {**row, "status": "rejected", "reason": failure_reason(e, path, file_key)}
+
+
+def _probe(row: dict[str, Any], path: str, key: bytes, opts: Options) -> dict[str, Any]:
   size = os.path.getsize(path)
   if size > opts.max_file_bytes:
     return {**row, "status": "rejected",
             "reason": f"oversized: {size} bytes > limit {opts.max_file_bytes}"}
-  try:
-    info = dicom_reader.read_info(path, opts.fallback_fps)
-  except dicom_reader.DicomReadError as e:
-    return {**row, "status": "rejected", "reason": _sanitise(str(e), path, file_key)}
+  info = dicom_reader.read_info(path, opts.fallback_fps)
   if info.num_frames < 1:
     return {**row, "status": "rejected", "reason": "zero frames (NumberOfFrames = 0)"}
   if not info.is_ultrasound:
@@ -167,7 +187,8 @@ def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[s
       raise dicom_reader.DicomReadError(f"{path}: zero frames")
     sample = np.stack(first)  # one copy of the sample frames, not two
     del first
-    geometry = region.compute_geometry(info, sample, opts.size, opts.preset)
+    geometry = region.compute_geometry(info, sample, opts.size, opts.preset,
+                                       opts.uncertain_sector)
     scale = info.rows / sample.shape[1]  # > 1 when libjpeg decoded at reduced size
     finer = decode_reduction(info, opts.size, int(round(geometry.crop[2] * scale)))
     if reduce == 1 or finer >= reduce or scale == 1:
@@ -245,7 +266,7 @@ def write_shard(task: tuple[dict[str, Any], str, Options]) -> list[dict]:
       index += 1
     except Exception as e:  # one bad file never stops the shard
       rows.append({**public, "status": "rejected",
-                   "reason": _sanitise(f"{type(e).__name__}: {e}", path, row["file_key"]),
+                   "reason": failure_reason(e, path, row["file_key"]),
                    "shard": "", "record_index": -1})
   writer.close()
   os.replace(tmp, final)
@@ -302,6 +323,9 @@ def write_tfds_metadata(out_dir: str, rows: list[dict[str, Any]]) -> None:
     split_infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[shards.get(n, 0)
                                                                        for n in names],
                                            num_bytes=0, filename_template=template))
+  if not split_infos:  # nothing converted: there is no dataset to describe
+    log.warning("no file was converted: no TFDS metadata written (manifest.parquet says why)")
+    return
   tfds.folder_dataset.write_metadata(data_dir=out_dir, features=record_schema.features(),
                                      split_infos=split_infos,
                                      filename_template=record_schema.FILE_TEMPLATE,
@@ -326,11 +350,35 @@ def load_labels(labels_path: str, paths: dict[str, str]) -> dict[str, str]:
           if os.path.join(base, r["file"]) in by_abs}
 
 
+REPORT_PHI_CHOICES = ("scrub", "reject", "keep")
+
+
+def prepare_report(text: str, mode: str) -> dict[str, Any]:
+  """A raw report -> {"report": what is stored, "redactions": {kind: count}, "report_phi":
+  what was done}. scrub: PHI removed (`report_scrub`); reject: a report in which anything is
+  found is not stored; keep: stored as given (already de-identified corpora only). The counts
+  are always those of the scrubber, never the text."""
+  if mode not in REPORT_PHI_CHOICES:
+    raise ValueError(f"report_phi must be one of {REPORT_PHI_CHOICES}, got {mode!r}")
+  scrubbed = report_scrub.scrub(text)
+  found = sum(scrubbed.counts.values()) > 0
+  if mode == "keep":
+    stored, action = text, "kept"
+  elif not found:
+    stored, action = scrubbed.text, "clean"
+  elif mode == "scrub":
+    stored, action = scrubbed.text, "scrubbed"
+  else:
+    stored, action = "", "rejected"
+  return {"report": stored, "redactions": dict(scrubbed.counts), "report_phi": action}
+
+
 def assign(rows: list[dict[str, Any]], opts: Options, report_by_key: dict[str, str],
            labels: dict[str, str], have_reports: bool
-           ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-  """Sets split and view on probed rows; returns (rows to convert, {study_id: report})."""
-  study_reports: dict[str, str] = {}
+           ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+  """Sets split and view on probed rows; returns (rows to convert, {study_id: prepared
+  report (`prepare_report`)}). Raw report text goes no further than this function."""
+  study_reports: dict[str, dict[str, Any]] = {}
   pending = []
   for row in rows:
     if row["status"] != "pending":
@@ -338,7 +386,9 @@ def assign(rows: list[dict[str, Any]], opts: Options, report_by_key: dict[str, s
     row["split"] = split_of(row["patient_id"], opts.split_fractions)
     row["view"] = labels.get(row["file_key"], "")
     if row["_raw_study"] in report_by_key:
-      study_reports[row["study_id"]] = report_by_key[row["_raw_study"]]
+      if row["study_id"] not in study_reports:
+        study_reports[row["study_id"]] = prepare_report(report_by_key[row["_raw_study"]],
+                                                        opts.report_phi)
     elif opts.drop_without_report and have_reports:
       row.update(status="skipped", reason="study has no report (--drop-studies-without-report)")
       continue
@@ -363,12 +413,23 @@ def record_plan(out_dir: str, shards: list[dict[str, Any]], opts: Options) -> No
                "schema_version": record_schema.SCHEMA_VERSION}, f)
 
 
+def check_mapping_file(mapping_file: str, out_dir: str) -> None:
+  """The owner's mapping (raw ids, input paths) must never travel with the shards: a path
+  inside the output folder is refused (ValueError)."""
+  out, mapping = os.path.realpath(out_dir), os.path.realpath(mapping_file)
+  if os.path.commonpath([out, mapping]) == out:
+    raise ValueError("--mapping-file lies inside --output, which is meant to be shared; "
+                     "write the mapping (raw ids and input paths) outside the shard folder")
+
+
 def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any]],
-           study_reports: dict[str, str], input_dir: str, mapping_file: str | None = None
+           study_reports: dict[str, dict[str, Any]], input_dir: str,
+           mapping_file: str | None = None
            ) -> list[dict[str, Any]]:
   """manifest.parquet, studies.parquet, TFDS metadata, the owner's mapping; returns the manifest.
 
-  rows: every probed file (one each); written: the rows the shard writers returned.
+  rows: every probed file (one each); written: the rows the shard writers returned;
+  study_reports: `assign`'s prepared reports.
   """
   by_key = {r["file_key"]: r for r in written}
   manifest = [by_key.get(r["file_key"], {k: v for k, v in r.items() if not k.startswith("_")})
@@ -379,24 +440,38 @@ def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any
   converted = [r for r in manifest if r["status"] == "converted"]
   for study_id in sorted({r["study_id"] for r in converted}):
     vids = [r for r in converted if r["study_id"] == study_id]
-    text = study_reports.get(study_id, "")
+    prepared = study_reports.get(study_id, {"report": "", "redactions": {},
+                                            "report_phi": "none"})
+    text = prepared["report"]
     studies.append({"study_id": study_id, "patient_id": vids[0]["patient_id"],
                     "split": vids[0]["split"], "video_ids": [r["video_id"] for r in vids],
                     "shards": [r["shard"] for r in vids],
                     "record_indices": [int(r["record_index"]) for r in vids],
                     "views": [r.get("view", "") for r in vids], "report": text,
-                    "sections": json.dumps(reports.parse_sections(text))})
+                    "sections": json.dumps(reports.parse_sections(text)),
+                    "report_phi": prepared["report_phi"],
+                    "report_redactions": json.dumps(prepared["redactions"], sort_keys=True)})
   _write_parquet(studies, os.path.join(out_dir, "studies.parquet"))
   write_tfds_metadata(out_dir, manifest)
   if mapping_file:
-    with open(mapping_file, "w") as f:  # owner-only: raw ids <-> pseudonyms
+    check_mapping_file(mapping_file, out_dir)
+    with open(mapping_file + ".tmp", "w") as f:  # owner-only: raw ids <-> pseudonyms
       for r in rows:
         f.write(json.dumps({"file_key": r["file_key"],
                             "path": os.path.relpath(r["_path"], input_dir),
                             "raw_study": r.get("_raw_study", ""),
                             "study_id": r.get("study_id", "")}) + "\n")
+    os.replace(mapping_file + ".tmp", mapping_file)
   counts = {s: sum(r["status"] == s for r in manifest) for s in ("converted", "skipped",
                                                                   "rejected")}
+  redacted: dict[str, int] = {}
+  for prepared in study_reports.values():
+    for kind, n in prepared["redactions"].items():
+      redacted[kind] = redacted.get(kind, 0) + n
+  log.info("reports: %s; removed from their text: %s",
+           {a: sum(p["report_phi"] == a for p in study_reports.values())
+            for a in ("clean", "scrubbed", "rejected", "kept")},
+           {k: n for k, n in redacted.items() if n} or "nothing")
   log.info("done: %s -> %s", counts, out_dir)
   return manifest
 
@@ -464,6 +539,17 @@ def build_parser(prog: str = "python -m data_prep.convert",
                  help="frame rate when the header gives none (recorded as 'fallback')")
   p.add_argument("--drop-studies-without-report", action="store_true",
                  help="skip studies whose report is missing (default: keep them)")
+  p.add_argument("--report-phi", default="scrub", choices=REPORT_PHI_CHOICES,
+                 help="what to do with person names, dates, times, phone numbers, ids, "
+                      "e-mails, URLs, ages > 89 and header / sign-off blocks in reports: "
+                      "scrub them (default), reject a report in which any is found (stored "
+                      "empty), or keep reports as given (only for already de-identified "
+                      "corpora); counts of what was found are recorded per study either way")
+  p.add_argument("--uncertain-sector", default="reject", choices=region.UNCERTAIN_CHOICES,
+                 help="a clip or still whose scan sector cannot be found with confidence is "
+                      "rejected (default), or with central-crop keeps only the middle half of "
+                      "its 2D region or frame (text in the margins is dropped; text near the "
+                      "centre would not be: use only on archives known to be clean there)")
   p.add_argument("--max-file-gb", type=float, default=8.0,
                  help="files larger than this are rejected as oversized (default 8)")
   p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
@@ -483,12 +569,15 @@ def key_and_options(args: argparse.Namespace) -> tuple[bytes, Options]:
     fractions = ()
   if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
     raise ValueError("--split-fractions needs three non-negative numbers")
+  if args.mapping_file:
+    check_mapping_file(args.mapping_file, args.output)
   return key, Options(size=args.size, preset=args.preset, max_frames=args.max_frames,
                       keep_stills=args.keep_stills, frame_format=args.frame_format,
                       jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
                       split_fractions=fractions, fallback_fps=args.fallback_fps,
                       join_on=args.join_on, drop_without_report=args.drop_studies_without_report,
-                      max_file_bytes=int(args.max_file_gb * (1 << 30)))
+                      max_file_bytes=int(args.max_file_gb * (1 << 30)),
+                      uncertain_sector=args.uncertain_sector, report_phi=args.report_phi)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,23 @@ what makes conversion to 224 px fast. Everything else goes through `pydicom.pixe
 and its plugins (pylibjpeg, openjpeg, JPEG-LS, RLE), which ignore `reduce`.
 
 This module reads PHI-bearing headers; it returns them only inside `DicomInfo.identifiers`,
-which data prep hashes before anything is written. NumPy/pydicom only, no JAX.
+which data prep hashes before anything is written. pydicom never gets to print them: every
+pydicom call runs under `log_privacy.quiet_pydicom()` (no value validation on read, its logger
+replaced by a fixed notice) and inside a warnings capture whose text is discarded; one DEBUG
+line per call says how many warnings of which categories were withheld. Error messages name
+the file by path (callers replace it with a pseudonym) and carry pydicom's exception text only
+through `log_privacy.redact`. NumPy/pydicom only, no JAX.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import io
+import logging
 import os
+import warnings
 from typing import Iterator
 
 import numpy as np
@@ -43,6 +52,10 @@ import pydicom
 from PIL import Image
 from pydicom import encaps, pixels
 from pydicom.errors import InvalidDicomError
+
+from data_prep import log_privacy
+
+log = logging.getLogger("data_prep.dicom_reader")
 
 # SOP classes that hold ultrasound images.
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -60,6 +73,47 @@ SUPPORTED_PHOTOMETRIC = GRAY + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "Y
 
 class DicomReadError(ValueError):
   """A file that cannot be used; the message names the file and the reason."""
+
+
+class _Withheld:
+  """The warnings pydicom raised during one read, counted by category; their text is dropped
+  (validation warnings quote raw element values: UIDs, names, dates)."""
+
+  def __init__(self):
+    self.counts: collections.Counter[str] = collections.Counter()
+
+  @contextlib.contextmanager
+  def capture(self) -> Iterator[None]:
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      try:
+        yield
+      finally:
+        self.counts.update(w.category.__name__ for w in caught)
+
+  def report(self) -> None:
+    """One line per read, no path (the caller knows the file only by pseudonym)."""
+    n = sum(self.counts.values())
+    if n:
+      log.debug("pydicom raised %d warning%s (%s); their text is withheld because it can "
+                "quote header values", n, "" if n == 1 else "s", ", ".join(sorted(self.counts)))
+
+
+def _quietly(frames: Iterator[np.ndarray], withheld: _Withheld) -> Iterator[np.ndarray]:
+  """`frames`, each step inside its own capture window. The window is never held open across a
+  yield, so the caller's own warnings stay theirs and interleaved readers cannot tangle the
+  global warning filters."""
+  try:
+    while True:
+      with withheld.capture():
+        try:
+          frame = next(frames)
+        except StopIteration:
+          return
+      yield frame
+  finally:
+    with withheld.capture():
+      frames.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,14 +175,37 @@ class DicomInfo:
 
 def read_info(path: str, fallback_fps: float = 30.0) -> DicomInfo:
   """Parses the header (pixel data not read). Raises DicomReadError naming file and reason."""
+  log_privacy.quiet_pydicom()
+  withheld = _Withheld()
+  try:
+    with withheld.capture():
+      return _read_info(path, fallback_fps)
+  finally:
+    withheld.report()
+
+
+def _read_info(path: str, fallback_fps: float) -> DicomInfo:
+  # Exception text from pydicom is redacted, and `from None` keeps the raw original out of
+  # any traceback (its type is in the message).
   if not os.path.isfile(path):
     raise DicomReadError(f"{path}: no such file")
   try:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
   except InvalidDicomError as e:
-    raise DicomReadError(f"{path}: not a DICOM file ({e})") from e
+    raise DicomReadError(f"{path}: not a DICOM file ({_quote(e, path)})") from None
   except Exception as e:  # truncated or corrupt headers raise many exception types
-    raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: {e})") from e
+    raise DicomReadError(f"{path}: unreadable DICOM header ({type(e).__name__}: "
+                         f"{_quote(e, path)})") from None
+  try:
+    return _header(ds, path, fallback_fps)
+  except DicomReadError:
+    raise
+  except Exception as e:  # values are converted lazily: a malformed one fails only here
+    raise DicomReadError(f"{path}: malformed header value ({type(e).__name__}: "
+                         f"{_quote(e, path)})") from None
+
+
+def _header(ds: pydicom.Dataset, path: str, fallback_fps: float) -> DicomInfo:
   meta = getattr(ds, "file_meta", None)
   ts = str(getattr(meta, "TransferSyntaxUID", "")) if meta is not None else ""
   fps, source = frame_rate(ds, fallback_fps)
@@ -136,7 +213,8 @@ def read_info(path: str, fallback_fps: float = 30.0) -> DicomInfo:
     raw_frames = ds.get("NumberOfFrames")
     num_frames = 1 if raw_frames in (None, "") else int(raw_frames)
   except (TypeError, ValueError) as e:
-    raise DicomReadError(f"{path}: invalid NumberOfFrames {ds.get('NumberOfFrames')!r}") from e
+    raise DicomReadError(f"{path}: invalid NumberOfFrames ({type(e).__name__}: "
+                         f"{_quote(e, path)})") from None
   return DicomInfo(
       path=path,
       sop_class_uid=str(ds.get("SOPClassUID", "")),
@@ -156,6 +234,11 @@ def read_info(path: str, fallback_fps: float = 30.0) -> DicomInfo:
                    ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
                     "AccessionNumber")},
   )
+
+
+def _quote(error: BaseException, path: str) -> str:
+  """An exception's text, safe to embed in a message: no path, UID, date or name."""
+  return log_privacy.redact(str(error), path)
 
 
 def frame_rate(ds: pydicom.Dataset, fallback_fps: float) -> tuple[float, str]:
@@ -209,9 +292,19 @@ def iter_frames(info: DicomInfo, max_frames: int | None = None, reduce: int = 1
   """
   if info.photometric not in SUPPORTED_PHOTOMETRIC:
     raise DicomReadError(f"{info.path}: unsupported PhotometricInterpretation "
-                         f"{info.photometric!r}")
+                         f"{log_privacy.redact(repr(info.photometric), info.path)}")
   if reduce not in (1, 2, 4, 8):
     raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
+  log_privacy.quiet_pydicom()
+  withheld = _Withheld()
+  try:
+    yield from _quietly(_decoded(info, max_frames, reduce), withheld)
+  finally:
+    withheld.report()
+
+
+def _decoded(info: DicomInfo, max_frames: int | None, reduce: int) -> Iterator[np.ndarray]:
+  """`iter_frames` without the warnings capture: the fastest decoder first, then pydicom."""
   count = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
   decoders = [lambda: _pydicom_frames(info, count)]
   if _libjpeg_direct(info):
@@ -229,7 +322,7 @@ def iter_frames(info: DicomInfo, max_frames: int | None = None, reduce: int = 1
       if produced == 0 and attempt + 1 < len(decoders):
         continue  # nothing yielded yet: retry with the next decoder
       raise DicomReadError(f"{info.path}: cannot decode pixel data "
-                           f"({type(e).__name__}: {e})") from e
+                           f"({type(e).__name__}: {_quote(e, info.path)})") from None
   if produced < count:
     raise DicomReadError(f"{info.path}: pixel data holds {produced} frames, header says "
                          f"{info.num_frames}")

@@ -18,7 +18,7 @@ Schema version 1 (`SCHEMA_VERSION`; bump on any change of fields or their meanin
 | frame_format | str | "jpeg" or "png" (lossless) |
 | num_frames, height, width, channels | int | decoded frame shape; channels 1 (grayscale) or 3 |
 | fps | float | source frame rate; fps_source says which DICOM attribute gave it |
-| region_source | str | "dicom" / "estimated" / "full" (`data_prep.region`) |
+| region_source | str | "dicom" / "estimated" / "central" (`data_prep.region`) |
 | crop | int32[3] | (x0, y0, side) of the square crop in source pixels |
 | source_shape | int32[2] | (rows, columns) of the source frames |
 | schema_version | int | SCHEMA_VERSION |

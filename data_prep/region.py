@@ -1,18 +1,39 @@
 """Where the ultrasound image is in a frame, and how it becomes a square model input.
 
 Echo frames carry much more than the scan: burned-in patient text, the ECG trace, calipers,
-logos. Everything outside the scan sector is zeroed (it is both noise for the model and PHI),
-then the frame is cropped to a square around the sector and resized.
+logos, and in duplex / M-mode layouts a scrolling Doppler or M-mode strip. Everything outside
+the scan sector is zeroed (it is both noise for the model and PHI), then the frame is cropped to
+a square around the sector and resized. **Nothing outside a sector found with confidence is
+ever stored**: a clip or still whose sector cannot be established raises `SectorNotFound`
+(data prep records it as rejected, with the reason), never falls back to the whole frame.
 
-Sector, in order of trust:
-  1. "dicom": the 2D tissue region of SequenceOfUltrasoundRegions, clipped to the frame, refined
-     by the moving-pixel cone inside it when one is found (the region is a rectangle, the
-     sector a cone). A region that lies mostly outside the frame (seen in real files whose
-     region coordinates refer to another matrix size) is not trusted.
-  2. "estimated": pixels that vary over time (a beating heart, speckle) form the scan cone:
-     threshold the per-pixel temporal std, keep the largest connected component, fill its
-     convex hull (a scan sector is convex; dark, still blood pools inside it are kept).
-  3. "full": the whole frame (stills without a region; nothing better is known).
+How the sector is found (`find_sector`):
+  * SequenceOfUltrasoundRegions is read first. Regions that lie mostly outside the frame (seen
+    in real files whose coordinates refer to another matrix size) are not trusted. Trusted
+    non-2D regions (M-mode, spectral Doppler, waveform: RegionSpatialFormat 2-4) are excluded
+    from every search, so a strip can never be taken for the sector. A file whose regions are
+    all non-2D holds no 2D image: rejected.
+  * "dicom": a trusted 2D region (tissue preferred, the largest): the sector is searched
+    *inside its rectangle only* (the rectangle is a box, the sector a cone; text printed inside
+    the box but outside the cone must go). Clips: the moving-pixel cone (below); stills: the
+    textured, solid image component (below). Too small a result (< 10% of the rectangle) is
+    not a sector: rejected.
+  * "estimated" (no trusted 2D region): the same search over the frame (minus non-2D
+    regions), and the result must be cone-shaped (its hull fills <= 85% of its bounding box;
+    a phased-array sector fills ~50-65%): a rectangle that moves is a strip or a linear-array
+    image, not an echo sector.
+  * Clips: the moving cone is the largest connected set of pixels whose temporal std exceeds
+    a threshold (speckle decorrelates, the heart beats), gaps closed, specks opened away,
+    its convex hull filled (a sector is convex; dark, still blood pools inside it are kept).
+  * Stills (no motion to go by): pixels above black, closed then opened with a radius that
+    erases text strokes, the largest component's hull, accepted only if the content fills
+    >= 50% of the hull (tissue is dense speckle; a block of text is mostly background).
+  * "central" (opt-in only, `uncertain="central-crop"`): where the sector cannot be found, the
+    middle half (in each dimension) of the 2D region or of the frame. Documented as a
+    conservative crop for archives that need it; text in the outer margins never survives,
+    text near the centre would.
+Second line of defence, clips: pixels inside the sector that stay bright and static over the
+sample (overlays: labels, markers, burned-in text that reached into the cone) are zeroed too.
 
 `Geometry` is computed once per video (from a sample of frames) and applied to every frame.
 Preset "echoprime" reproduces the released preprocessing geometry instead: mask, centre square
@@ -38,7 +59,7 @@ class Geometry:
   mask: np.ndarray  # (H, W) bool: True inside the scan sector
   crop: tuple[int, int, int]  # (x0, y0, side) square in source pixels; may extend past edges
   size: int
-  source: str  # "dicom" | "estimated" | "full"
+  source: str  # "dicom" | "estimated" | "central" (see the module docstring)
   resample: str = "area"  # "area" (default, good for downscaling) | "bicubic" (EchoPrime)
 
   def _cached(self, name: str, make):
@@ -124,36 +145,132 @@ def _crop_padded(frame: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
   return out
 
 
-def moving_sector(frames: np.ndarray, min_std: float = 2.0, min_fraction: float = 0.02
+UNCERTAIN_CHOICES = ("reject", "central-crop")
+_NON_2D_FORMATS = (2, 3, 4)  # RegionSpatialFormat: M-mode, spectral, waveform
+_MAX_CONE_FILL = 0.85  # hull area / bounding box: phased-array sectors ~0.5-0.65, strips ~1
+_MIN_REGION_SHARE = 0.1  # the sector covers at least this much of its 2D region rectangle
+_MIN_STILL_SOLIDITY = 0.5  # content pixels / hull pixels for a still's sector
+
+
+class SectorNotFound(ValueError):
+  """The scan sector cannot be established with confidence; the message says why."""
+
+
+def _grey(pixels: np.ndarray, colour: bool) -> np.ndarray:
+  """(..., H, W[, 3]) uint8 -> (..., H, W) uint8: the brightest channel (coloured text and
+  Doppler count as bright, unlike a channel mean)."""
+  return pixels.max(axis=-1) if colour else pixels
+
+
+def _subsample_step(h: int, w: int) -> int:
+  """Large frames are searched at ~200-400 px: sector edges are smooth at that scale."""
+  return max(1, min(h, w) // 200)
+
+
+def _upsample(mask: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray:
+  full = np.repeat(np.repeat(mask, step, axis=0), step, axis=1)
+  return full[:shape[0], :shape[1]]
+
+
+def _components_by_size(mask: np.ndarray) -> list[np.ndarray]:
+  labels, n = ndimage.label(mask)
+  if n == 0:
+    return []
+  sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
+  return [labels == i + 1 for i in np.argsort(-sizes, kind="stable")]
+
+
+def _cone_shaped(hull: np.ndarray) -> bool:
+  ys, xs = np.nonzero(hull)
+  box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+  return hull.sum() <= _MAX_CONE_FILL * box
+
+
+def moving_sector(frames: np.ndarray, allowed: np.ndarray | None = None, *,
+                  require_cone: bool = False, min_std: float = 2.0, min_fraction: float = 0.02
                   ) -> np.ndarray | None:
   """(T, H, W[, C]) uint8 -> (H, W) bool cone of pixels that change over time, or None.
 
-  None when fewer than 2 frames or the moving area is below `min_fraction` of the frame.
+  allowed: (H, W) bool, where to search (a 2D region minus strips); the result lies inside it.
+  require_cone: skip components whose hull is box-shaped (strips, linear-array images).
+  None when fewer than 2 frames, or no accepted component covers `min_fraction` of the frame.
   """
   if frames.shape[0] < 2:
     return None
   h, w = frames.shape[1:3]
   frames = frames[::max(1, len(frames) // 16)]  # ~16 frames spread over the sample suffice
-  # Large frames: subsample to ~200-400 px (a 4-9x cheaper std; sector edges are smooth at
-  # that scale).
-  step = max(1, min(h, w) // 200)
+  step = _subsample_step(h, w)
   sub = frames[:, ::step, ::step]
   if sub.ndim == 4:  # channel sum as elementwise adds: ~10x faster than mean(axis=-1)
     gray = (sub[..., 0].astype(np.uint16) + sub[..., 1] + sub[..., 2]).astype(np.float32) / 3
   else:
     gray = sub.astype(np.float32)
   moving = gray.std(axis=0) > min_std
+  if allowed is not None:
+    moving &= allowed[::step, ::step]
   # Close small gaps (dark blood pools move little), drop isolated specks (blinking cursors).
   moving = ndimage.binary_opening(ndimage.binary_closing(moving, iterations=3), iterations=2)
-  labels, n = ndimage.label(moving)
-  if n == 0:
-    return None
-  sizes = ndimage.sum(moving, labels, index=np.arange(1, n + 1))
-  component = labels == (int(np.argmax(sizes)) + 1)
-  if component.mean() < min_fraction:
-    return None
-  full = np.repeat(np.repeat(_convex_fill(component), step, axis=0), step, axis=1)
-  return full[:h, :w]
+  return _largest_sector(moving, step, (h, w), allowed, min_fraction,
+                         lambda hull: not require_cone or _cone_shaped(hull))
+
+
+def still_sector(frame: np.ndarray, allowed: np.ndarray | None = None, *,
+                 require_cone: bool = False, min_level: int = 6, min_fraction: float = 0.05
+                 ) -> np.ndarray | None:
+  """(H, W[, C]) uint8 single frame -> (H, W) bool image sector, or None.
+
+  Without motion, the sector is the dense, textured area: pixels above black, closed (speckle
+  gaps) then opened with a radius that erases text strokes; the largest component's hull is
+  accepted when content fills >= half of it (a text block is mostly background).
+  """
+  h, w = frame.shape[:2]
+  step = _subsample_step(h, w)
+  content = _grey(frame, frame.ndim == 3)[::step, ::step] > min_level
+  if allowed is not None:
+    content &= allowed[::step, ::step]
+  solid = ndimage.binary_opening(ndimage.binary_closing(content, iterations=2), iterations=3)
+  return _largest_sector(
+      solid, step, (h, w), allowed, min_fraction,
+      lambda hull: ((not require_cone or _cone_shaped(hull)) and
+                    (content & hull).sum() >= _MIN_STILL_SOLIDITY * hull.sum()))
+
+
+def _largest_sector(candidates: np.ndarray, step: int, shape: tuple[int, int],
+                    allowed: np.ndarray | None, min_fraction: float, accept
+                    ) -> np.ndarray | None:
+  """The filled hull of the largest component of `candidates` (a subsampled grid) that
+  `accept(hull)` takes, at full resolution inside `allowed`; None once components fall below
+  `min_fraction` of the grid."""
+  if allowed is not None:  # closing must not bridge into what is excluded
+    candidates = candidates & allowed[::step, ::step]
+  for component in _components_by_size(candidates):
+    if component.mean() < min_fraction:
+      return None
+    hull = _convex_fill(component)
+    if accept(hull):
+      full = _upsample(hull, step, shape)
+      return full & allowed if allowed is not None else full
+  return None
+
+
+def static_overlay(frames: np.ndarray, mask: np.ndarray, max_range: int = 4,
+                   min_level: int = 96, min_frames: int = 8) -> np.ndarray:
+  """(T, H, W[, C]) uint8 clip sample -> (H, W) bool: pixels inside `mask` that stay bright
+  and constant in every channel (labels, markers, text that reached into the cone), grown by
+  2 px for glyph edges. Tissue speckle decorrelates and Doppler colour changes; an overlay
+  does not. Fewer than `min_frames` frames cannot tell them apart: nothing is flagged."""
+  out = np.zeros(mask.shape, bool)
+  if len(frames) < min_frames:
+    return out
+  frames = frames[::max(1, len(frames) // 16)]
+  colour = frames.ndim == 4
+  low, high = frames.min(axis=0), frames.max(axis=0)
+  spread = high.astype(np.int16) - low
+  static = ((spread.max(axis=-1) if colour else spread) <= max_range) & \
+      (_grey(low, colour) >= min_level) & mask
+  if not static.any():
+    return out
+  return ndimage.binary_dilation(static, iterations=2) & mask
 
 
 def _convex_fill(component: np.ndarray) -> np.ndarray:
@@ -185,34 +302,88 @@ def _region_mask(region: Region, shape: tuple[int, int], min_inside: float = 0.9
   return mask
 
 
+def _scaled(regions: tuple[Region, ...], info: DicomInfo, shape: tuple[int, int]
+            ) -> list[Region]:
+  """Regions in the sample's pixel coordinates (a sample decoded at reduced size)."""
+  h, w = shape
+  if (h, w) == (info.rows, info.columns) or not (info.rows and info.columns):
+    return list(regions)
+  fy, fx = h / info.rows, w / info.columns
+  return [dataclasses.replace(r, x0=int(r.x0 * fx), y0=int(r.y0 * fy), x1=int(r.x1 * fx),
+                              y1=int(r.y1 * fy)) for r in regions]
+
+
+def _central(base: np.ndarray) -> np.ndarray:
+  """The middle half, in each dimension, of the bounding box of `base`."""
+  ys, xs = np.nonzero(base)
+  x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+  qx, qy = (x1 - x0) // 4, (y1 - y0) // 4
+  out = np.zeros_like(base)
+  out[y0 + qy:y1 - qy, x0 + qx:x1 - qx] = True
+  return out & base
+
+
+def find_sector(info: DicomInfo, sample: np.ndarray, uncertain: str = "reject"
+                ) -> tuple[np.ndarray, str]:
+  """-> ((H, W) bool sector mask in the sample's coordinates, source); see the module docstring.
+
+  sample: (T, H, W[, C]) uint8 frames (T = 1 for a still). Raises SectorNotFound.
+  """
+  if uncertain not in UNCERTAIN_CHOICES:
+    raise ValueError(f"uncertain must be one of {UNCERTAIN_CHOICES}, got {uncertain!r}")
+  h, w = sample.shape[1:3]
+  regions = _scaled(info.regions, info, (h, w))
+  if regions and not any(r.spatial_format == 1 for r in regions) and \
+      any(r.spatial_format in _NON_2D_FORMATS for r in regions):
+    raise SectorNotFound("no 2D image region (only M-mode / Doppler / waveform regions)")
+  trusted = [(r, m) for r in regions if (m := _region_mask(r, (h, w))) is not None]
+  allowed = np.ones((h, w), bool)
+  for r, m in trusted:
+    if r.spatial_format in _NON_2D_FORMATS:
+      allowed &= ~m
+  two_d = [(r, m) for r, m in trusted if r.spatial_format == 1]
+  two_d = [(r, m) for r, m in two_d if r.data_type == 1] or two_d
+  clip = sample.shape[0] >= 2
+  if two_d:
+    rect = max(two_d, key=lambda rm: rm[0].area)[1] & allowed
+    search = (moving_sector(sample, rect) if clip else still_sector(sample[0], rect))
+    if search is not None and search.sum() >= _MIN_REGION_SHARE * rect.sum():
+      mask, source = search, "dicom"
+    else:
+      mask, source = None, ("no moving sector inside the 2D region (static clip)" if clip
+                            else "no image sector inside the 2D region")
+    base = rect
+  else:
+    mask = (moving_sector(sample, allowed, require_cone=True) if clip
+            else still_sector(sample[0], allowed, require_cone=True))
+    source = "estimated" if mask is not None else (
+        "no moving cone-shaped sector and no usable 2D region" if clip
+        else "no cone-shaped image sector and no usable 2D region")
+    base = allowed
+  if mask is None:
+    if uncertain == "reject" or not base.any():
+      raise SectorNotFound(source + " (--uncertain-sector central-crop keeps the middle half)")
+    mask, source = _central(base), "central"
+  if clip and source != "central":  # (in a frozen clip every pixel is static)
+    mask = mask & ~static_overlay(sample, mask)
+  if mask.sum() < 16:
+    raise SectorNotFound("the sector is empty once overlays are removed")
+  return mask, source
+
+
 def compute_geometry(info: DicomInfo, sample: np.ndarray, size: int = 224,
-                     preset: str = "sector") -> Geometry:
+                     preset: str = "sector", uncertain: str = "reject") -> Geometry:
   """Geometry for a video from its header and a sample of its frames ((T, H, W[, C]) uint8).
 
   preset "sector": crop a square around the sector (default). "echoprime": the released
   geometry (centre square crop of the frame, 10% zoom-in per side, bicubic).
   A sample decoded at reduced size (`dicom_reader.iter_frames(reduce=r)`) gives a geometry in
-  those coordinates; the DICOM region is scaled to match.
+  those coordinates; the DICOM regions are scaled to match. Raises SectorNotFound.
   """
   if preset not in ("sector", "echoprime"):
     raise ValueError(f"preset must be 'sector' or 'echoprime', got {preset!r}")
   h, w = sample.shape[1:3]
-  cone = moving_sector(sample)
-  region = info.tissue_region()
-  if region is not None and (h, w) != (info.rows, info.columns) and info.rows and info.columns:
-    fy, fx = h / info.rows, w / info.columns
-    region = dataclasses.replace(region, x0=int(region.x0 * fx), y0=int(region.y0 * fy),
-                                 x1=int(region.x1 * fx), y1=int(region.y1 * fy))
-  rect = _region_mask(region, (h, w)) if region is not None else None
-  if rect is not None:
-    refined = rect & cone if cone is not None else None
-    use_cone = refined is not None and refined.sum() > 0.3 * rect.sum()
-    mask, source = (refined if use_cone else rect), "dicom"
-  elif cone is not None:
-    mask, source = cone, "estimated"
-  else:
-    mask, source = np.ones((h, w), bool), "full"
-
+  mask, source = find_sector(info, sample, uncertain)
   if preset == "echoprime":
     side = min(h, w)
     x0, y0 = (w - side) // 2, (h - side) // 2

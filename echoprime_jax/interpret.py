@@ -11,10 +11,13 @@ report (per section, the nearest candidate having it) and the measurements (kNN 
 label's own section's neighbours). Printed, and written to DIR:
   interpretation.json   videos (view, probability), attention (section x video), report with
                         the candidate each section came from, measurements with their nearest
-                        neighbours, files not used and why
+                        neighbours, files not used and why, the models used (folder base names)
   report.html           the same as one self-contained page (thumbnails, attention heatmap,
                         report, measurements with neighbours)
-Files are named only by number (file-name order); the console names unusable files by path.
+Files are named only by number ("file #3": position in file-name order), in the JSON, the page,
+the console and error messages alike: study folders and files are often named after the
+patient, so no path, folder or file name of STUDY_DIR is printed or written, and reasons are
+redacted of UIDs, dates and names.
 """
 
 from __future__ import annotations
@@ -181,11 +184,27 @@ def interpret_study(folder: str, *, model: str, index: str, views: str = "", k: 
       "k": k, "match": match, "database_size": len(db),
       "consensus": consensus,
       **retrieve(pooled, sections, db, k, match, thresholds or {}, consensus),
-      "models": {"mil": os.path.abspath(model), "views": os.path.abspath(views) if views else "",
-                 "towers": towers.source, "index": os.path.abspath(index)},
+      "models": {"mil": _base_name(model), "views": _base_name(views) if views else "",
+                 "towers": _base_names(towers.source), "index": _base_name(index)},
       "devices": jax.device_count()}
   strips = [report_page.thumbnail_strip(v.thumbnails()) for v in study.videos]
   return result, strips
+
+
+def _base_name(path: str) -> str:
+  """A run folder's own name: enough to tell runs apart, no absolute path in the outputs."""
+  return os.path.basename(os.path.normpath(os.path.abspath(path)))
+
+
+def _base_names(obj):
+  """`towers.source` with every path-like string (run folder, weight files) cut to its name."""
+  if isinstance(obj, dict):
+    return {k: _base_names(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_base_names(v) for v in obj]
+  if isinstance(obj, str) and os.sep in obj:
+    return _base_name(obj)
+  return obj
 
 
 def summary_text(result: dict) -> str:
@@ -249,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
   with open(os.path.join(args.out, "report.html"), "w") as f:
     f.write(report_page.render(result, strips))
   print(summary_text(result))
-  print(f"\nwrote {os.path.join(args.out, 'interpretation.json')} and "
-        f"{os.path.join(args.out, 'report.html')}")
+  print("\nwrote interpretation.json and report.html to the --out folder")
   return 0
 
 

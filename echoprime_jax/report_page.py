@@ -4,7 +4,9 @@ Sections of the page: a thumbnail strip per video with its predicted view; the s
 attention heatmap (each cell the MIL aggregator's attention weight, shaded by its size
 relative to uniform); the generated report, each section with the candidate it came from; the
 measurements, each with the neighbours behind it. Images are inline PNG (data: URIs) and the
-style is inline, so the file opens anywhere, offline, and can be attached as is.
+style is inline, so the file opens anywhere, offline, and can be attached as is. Videos and
+unusable files are named by number only ("file #3"); candidates by their pseudonymous study id.
+The page holds no path, file name or header value.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """`python -m echoprime_jax.interpret` on a held-out synthetic study with the tiny runs' models:
 views, attention, report, measurements with their neighbours, the JSON and the HTML page
-(rendered in headless Chromium), and clear errors for bad folders."""
+(rendered in headless Chromium), and clear errors for bad folders. The study sits in a folder
+named like a patient, beside a corrupt file also so named: no folder or file name, and no
+header value, reaches the JSON, the page, stdout or stderr; files are named by number."""
 
 import csv
 import json
@@ -12,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_prep import reports
+from data_prep import reports, synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,6 +54,66 @@ def database(tiny_mil_run, tmp_path_factory):
   return db
 
 
+PATIENT_DIR = "DOE^JOHN_MRN00123456"
+FILE_PREFIX = "JOHN_DOE_19700101"
+JUNK = "SMITH_JANE.dcm"
+NAMES = ("DOE^JOHN", "MRN00123456", "JOHN_DOE", "19700101", "SMITH_JANE", "SMITH^JANE")
+
+
+def _as_patient_folder(study_dir, tmp_path):
+  """A copy of `study_dir` in PATIENT_DIR/, each file renamed FILE_PREFIX_<name> (same order),
+  plus JUNK (after them in name order) -> (folder, the junk file's number, header values)."""
+  import pydicom
+  folder = tmp_path / PATIENT_DIR
+  folder.mkdir()
+  values = set()
+  names = sorted(os.listdir(study_dir))
+  for name in names:
+    shutil.copy(os.path.join(study_dir, name), folder / f"{FILE_PREFIX}_{name}")
+    ds = pydicom.dcmread(os.path.join(study_dir, name), stop_before_pixels=True)
+    values |= {str(ds.get(k, "")) for k in ("PatientName", "PatientID", "StudyInstanceUID",
+                                             "SeriesInstanceUID", "SOPInstanceUID",
+                                             "StudyDate", "AccessionNumber")}
+  (folder / JUNK).write_bytes(b"SMITH^JANE 19800202 " * 20)
+  values.discard("")
+  return folder, len(names) + 1, tuple(sorted(values)) + NAMES + (str(study_dir),
+                                                                   str(tmp_path))
+
+
+def _leaks(text: str, planted) -> list[str]:
+  return [v for v in planted if v in text]
+
+
+def test_study_reader_names_files_by_number_only(tmp_path, caplog, capsys):
+  """read_study on a patient-named folder: the corrupt file is "file #k", nothing else named;
+  errors say STUDY_DIR, never the folder."""
+  from echoprime_jax import study_reader
+  synthetic.write_archive(str(tmp_path / "archive"), studies=1, seed=5, frames=8,
+                          size=(96, 128), still_fraction=0.0, progress=False)
+  folder, junk, planted = _as_patient_folder(tmp_path / "archive" / "dicom" / "study_00000",
+                                             tmp_path)
+  caplog.set_level("DEBUG")
+  study = study_reader.read_study(str(folder), 64, max_frames=8, progress=False)
+  assert [v.number for v in study.videos] == list(range(1, junk))
+  assert study.num_files == junk and not hasattr(study, "files")
+  [(number, status, reason)] = study.not_used
+  assert (number, status) == (junk, "rejected") and "not a DICOM file" in reason
+  assert f"file #{junk}" in caplog.text
+  out, err = capsys.readouterr()
+  for text in (repr(study.not_used), caplog.text, out, err):
+    assert not _leaks(text, planted), _leaks(text, planted)
+
+  only_junk = tmp_path / "DOE_JOHN_1970"
+  only_junk.mkdir()
+  shutil.copy(folder / JUNK, only_junk / JUNK)
+  for bad, message in ((only_junk, "no usable echo clip among 1 files (file #1: not a DICOM"),
+                       (tmp_path / "missing_DOE_JOHN", "STUDY_DIR is not a folder")):
+    with pytest.raises(study_reader.StudyReadError) as error:
+      study_reader.read_study(str(bad), 64, progress=False)
+    assert message in str(error.value)
+    assert not _leaks(str(error.value), planted + ("DOE_JOHN",)), str(error.value)
+
+
 def _held_out_study(archive):
   """(folder, ground truth row, [(file name, view, frames)]) of the demo's held-out study."""
   from echoprime_jax import demo
@@ -67,7 +129,8 @@ def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
                                      synthetic_100_archive, synthetic_100, tmp_path):
   views_dir, views_run = tiny_views_run
   assert views_run.returncode == 0, views_run.stderr[-3000:]
-  folder, truth, files = _held_out_study(synthetic_100_archive)
+  held_out, truth, files = _held_out_study(synthetic_100_archive)
+  folder, junk, planted = _as_patient_folder(held_out, tmp_path)
   out = tmp_path / "out"
   run = _cli(folder, "--model", tiny_mil_run[0], "--index", database, "--views", views_dir,
              "--out", out, "--k", "10")
@@ -75,12 +138,25 @@ def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
   assert "REPORT" in run.stdout and "MEASUREMENTS" in run.stdout
   result = json.load(open(out / "interpretation.json"))
 
-  # every clip interpreted, stills listed as not used (by number, with the reason)
+  # every clip interpreted, stills and the corrupt file listed as not used (by number, with
+  # the reason)
   clips = sorted((f for f in files if f[2] > 1), key=lambda f: f[0])
   stills = [f for f in files if f[2] == 1]
   assert len(result["videos"]) == len(clips)
-  assert len(result["not_used"]) == len(stills)
-  assert all("still image" in n["reason"] for n in result["not_used"])
+  assert len(result["not_used"]) == len(stills) + 1
+  assert all("still image" in n["reason"] for n in result["not_used"][:-1])
+  assert result["not_used"][-1]["number"] == junk
+  assert "not a DICOM file" in result["not_used"][-1]["reason"]
+  # privacy: no folder or file name, header value or input path anywhere; numbers only
+  page = (out / "report.html").read_text()
+  for name, text in (("json", (out / "interpretation.json").read_text()), ("html", page),
+                     ("stdout", run.stdout), ("stderr", run.stderr)):
+    assert not _leaks(text, planted), (name, _leaks(text, planted))
+  assert f"file #{junk}" in page and f"file #{junk}" in run.stderr
+  # the models by folder name only: no absolute path in the outputs
+  assert os.sep not in json.dumps(result["models"]) and result["models"]["mil"] == "mil"
+  demo_dir = os.path.dirname(str(tiny_mil_run[0]))
+  assert demo_dir not in (out / "interpretation.json").read_text() and demo_dir not in page
   # predicted views: the tiny classifier is ~98% right on held-out videos
   predicted = [v["view"] for v in result["videos"]]
   hits = sum(p == view for p, (_, view, _) in zip(predicted, clips))
@@ -113,7 +189,6 @@ def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
   assert all(isinstance(v, float) for v in lvefs)
 
   # the page: self-contained, one thumbnail strip per video, rendered in Chromium
-  page = (out / "report.html").read_text()
   assert page.count("<img ") == len(clips) and "http" not in page.split("<body>")[1]
   assert "Pericardium" in page and "Ejection fraction" in page
   shot = screenshot(out / "report.html", tmp_path / "page.png")
@@ -135,8 +210,10 @@ def test_bad_folders_get_a_clear_message(database, tiny_mil_run, tmp_path):
   run = _cli(tmp_path / "bad", "--model", tiny_mil_run[0], "--index", database, "--out",
              tmp_path / "o")
   assert run.returncode == 2
-  assert "no usable echo clip" in run.stderr and "IM_0001" in run.stderr
+  assert "no usable echo clip" in run.stderr and "file #1: not a DICOM file" in run.stderr
+  assert "IM_0001" not in run.stderr  # files are named by number only
   run = _cli(tmp_path / "missing", "--model", tiny_mil_run[0], "--index", database, "--out",
              tmp_path / "o")
   assert run.returncode == 2 and "not a folder" in run.stderr
+  assert str(tmp_path) not in run.stderr
   assert not (tmp_path / "o").exists()

@@ -176,3 +176,26 @@ def test_grey_content_is_stored_as_one_channel_and_doppler_as_rgb(tmp_path, enco
   red = out[..., 0] - out[..., 1] > 100
   assert red[:3].sum() == 0 and red[3:].sum(axis=(1, 2)).min() > 30  # the jet, from frame 3 on
   assert np.abs(out[:3, ..., 0] - out[:3, ..., 1]).max() <= 12  # early frames grey, replicated
+
+
+def test_dangling_links_and_undecodable_names_are_rejected_by_pseudonym(tmp_path, caplog):
+  """Per-file failures outside the DICOM reader (a link to nowhere, a name that is not UTF-8)
+  are manifest rows whose reasons name neither the file nor its folder; the run goes on."""
+  archive = tmp_path / "archive"
+  folder = archive / "DOE_JOHN_00123456"
+  folder.mkdir(parents=True)
+  video, _ = _speckle_cone(frames=4)
+  dicom_writer.write_us_dicom(str(folder / "clip.dcm"), video, "explicit_le")
+  os.symlink(str(tmp_path / "MULLER_ANNA_missing.dcm"), str(folder / "MULLER_ANNA.dcm"))
+  odd = os.path.join(os.fsencode(folder), b"M\xfcller_\xffKOWALSKI.dcm")
+  with open(odd, "wb") as f:
+    f.write(b"not dicom")
+  caplog.set_level("DEBUG")
+  manifest = convert.run(str(archive), str(tmp_path / "out"), deid.INSECURE_TEST_KEY,
+                         convert.Options(size=32), progress=False)
+  by_status = sorted((r["status"], r["reason"].split(":")[0]) for r in manifest)
+  assert [s for s, _ in by_status] == ["converted", "rejected", "rejected"]
+  text = json.dumps(manifest) + caplog.text
+  for name in ("DOE", "JOHN", "00123456", "MULLER", "ANNA", "KOWALSKI", "ller", str(archive)):
+    assert name not in text, name
+  assert any("FileNotFoundError" in r["reason"] for r in manifest)

@@ -79,13 +79,101 @@ def test_dicom_region_outside_the_frame_is_not_trusted():
   assert geom.apply(video[0]).shape == (224, 224, 3)
 
 
-def test_still_without_region_uses_the_full_frame():
-  frame = np.full((1, 100, 150, 3), 90, np.uint8)
-  geom = region.compute_geometry(_info(rows=100, cols=150, frames=1), frame)
-  assert geom.source == "full" and geom.mask.all()
-  out = geom.apply(frame[0])
-  assert out.shape == (224, 224, 3)
-  assert out[112, 112, 0] == 90 and out[5, 112].max() == 0  # letterboxed: padding is zero
+def _duplex(strip_first: bool, frames=12, seed=0):
+  """A 2D fan (top) and a scrolling spectral strip (bottom) that out-moves it, text printed
+  inside the 2D rectangle but outside the fan, as in real duplex layouts."""
+  rng = np.random.default_rng(seed)
+  h, w = 240, 320
+  cone = _cone(h, w, apex=(160, 5), radius=140, half_angle=0.6)
+  video = np.zeros((frames, h, w, 3), np.uint8)
+  for t in range(frames):
+    video[t][cone] = rng.integers(30, 120, cone.sum(), dtype=np.uint8)[:, None]
+    trace = (200 + 25 * np.sin((np.arange(w) + 9 * t) / 7)).astype(int)
+    video[t, 160:235, :, :] = rng.integers(0, 255, (75, w, 1), dtype=np.uint8)
+    video[t, trace, np.arange(w)] = 255
+  video[:, 8:18, 10:90] = 255  # name inside the 2D rectangle, outside the fan
+  ys, xs = np.nonzero(cone)
+  two_d = Region(0, 0, w - 1, 150, 1, 1)
+  strip = Region(0, 158, w - 1, 236, 3, 3)
+  regions = [strip, two_d] if strip_first else [two_d, strip]
+  return video, cone, regions
+
+
+@pytest.mark.parametrize("strip_first", [False, True], ids=["2d-first", "strip-first"])
+def test_duplex_sector_is_found_inside_the_2d_region_never_the_strip(strip_first):
+  video, cone, regions = _duplex(strip_first)
+  geom = region.compute_geometry(_info(regions, rows=240, cols=320), video)
+  assert geom.source == "dicom"
+  assert geom.mask[158:].sum() == 0  # nothing of the strip
+  assert geom.mask[8:18, 10:90].sum() == 0  # nor the text in the rectangle's corner
+  inside = cone.copy()
+  inside[151:] = False
+  iou = (geom.mask & inside).sum() / (geom.mask | inside).sum()
+  assert iou > 0.85
+
+
+def test_strip_only_layout_is_rejected():
+  video, _, regions = _duplex(False)
+  with pytest.raises(region.SectorNotFound, match="no 2D image region"):
+    region.compute_geometry(_info([regions[1]], rows=240, cols=320), video)
+
+
+def test_without_regions_the_cone_wins_over_a_scrolling_strip():
+  video, cone, _ = _duplex(False)
+  geom = region.compute_geometry(_info(rows=240, cols=320), video)
+  assert geom.source == "estimated" and geom.mask[158:].sum() == 0
+  assert (geom.mask & cone).sum() > 0.8 * cone[:150].sum()
+
+
+def test_static_clip_is_rejected_or_centrally_cropped_on_request():
+  frame = np.zeros((200, 300, 3), np.uint8)
+  frame[40:160, 60:240] = 90
+  frame[5:15, 5:80] = 255  # name in the margin
+  video = np.repeat(frame[None], 8, axis=0)
+  for regions in ([], [Region(20, 20, 280, 190, 1, 1)]):
+    with pytest.raises(region.SectorNotFound, match="central-crop"):
+      region.compute_geometry(_info(regions), video)
+    geom = region.compute_geometry(_info(regions), video, uncertain="central-crop")
+    assert geom.source == "central" and geom.mask[5:15, 5:80].sum() == 0
+    ys, xs = np.nonzero(geom.mask)
+    # the middle half of the frame (or of the region) in each dimension
+    assert 0.4 < (ys.max() - ys.min() + 1) / (200 if not regions else 171) < 0.6
+    assert 0.4 < (xs.max() - xs.min() + 1) / (300 if not regions else 261) < 0.6
+  with pytest.raises(ValueError, match="uncertain"):
+    region.compute_geometry(_info(), video, uncertain="full")
+
+
+def test_still_sector_from_texture_drops_text_in_the_region_rectangle():
+  rng = np.random.default_rng(1)
+  cone = _cone()
+  still = np.zeros((1, 200, 300, 3), np.uint8)
+  still[0][cone] = rng.integers(20, 200, cone.sum(), dtype=np.uint8)[:, None]
+  still[0, 5:15, 5:80] = 255
+  ys, xs = np.nonzero(cone)
+  rect = Region(0, 0, 299, int(ys.max()), 1, 1)
+  for regions, source in (([rect], "dicom"), ([], "estimated")):
+    geom = region.compute_geometry(_info(regions, frames=1), still)
+    assert geom.source == source and geom.mask[5:15, 5:80].sum() == 0
+    assert (geom.mask & cone).sum() / (geom.mask | cone).sum() > 0.85
+
+
+def test_still_of_text_alone_is_rejected():
+  from PIL import Image, ImageDraw
+  image = Image.new("RGB", (300, 200))
+  draw = ImageDraw.Draw(image)
+  for i, line in enumerate(["DOE^JOHN  MRN 00123456", "03/04/2024 10:32", "BAPTIST MED CTR",
+                            "HR 72 bpm  TIS 0.4  MI 0.8", "LYMPH NODE"] * 3):
+    draw.text((10 + 7 * (i % 3), 8 + 12 * i), line, fill=(255, 255, 255))
+  with pytest.raises(region.SectorNotFound):
+    region.compute_geometry(_info(frames=1), np.asarray(image)[None])
+
+
+def test_static_bright_overlay_inside_the_cone_is_blanked():
+  video, cone = _clip_with_text()
+  video[:, 100:108, 140:170] = 250  # a label burned into the moving sector
+  geom = region.compute_geometry(_info(), video)
+  assert geom.mask[100:108, 140:170].sum() == 0
+  assert geom.mask[120:130, 140:170].all()  # moving tissue next to it stays
 
 
 def test_echoprime_preset_is_centre_crop_with_10_percent_zoom():
