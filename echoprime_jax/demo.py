@@ -320,7 +320,8 @@ class Demo:
     rows = _metrics(self.path("pretrain", "metrics.jsonl"))
     train = [r for r in rows if "loss" in r]
     plots.line_chart({"training loss": ([r["step"] for r in train], [r["loss"] for r in train])},
-                     self.path("plots", "pretrain_loss.png"), "pretraining: contrastive loss")
+                     self.path("plots", "pretrain_loss.png"), "pretraining: contrastive loss",
+                     xlabel="training step", ylabel="contrastive loss")
     val = [r for r in rows if "val/study_to_report_R@10" in r]
     steps = [r["step"] for r in val]
     plots.line_chart({"val R@10": (steps, [r["val/study_to_report_R@10"] for r in val]),
@@ -328,13 +329,14 @@ class Demo:
                       "chance R@10": (steps, [r["val/chance_R@10"] for r in val])},
                      self.path("plots", "pretrain_recall.png"),
                      "pretraining: study->report retrieval on held-out studies",
+                     xlabel="training step", ylabel="recall (fraction of held-out studies)",
                      dashed=("chance R@10",))
     mil = [r for r in _metrics(self.path("mil", "metrics.jsonl")) if "val/section_R@1" in r]
     steps = [r["step"] for r in mil]
     plots.line_chart({"section R@1": (steps, [r["val/section_R@1"] for r in mil]),
                       "uniform pooling": (steps, [r["val/uniform_section_R@1"] for r in mil])},
                      self.path("plots", "mil_recall.png"), "MIL: held-out section retrieval",
-                     dashed=("uniform pooling",))
+                     xlabel="training step", ylabel="section R@1", dashed=("uniform pooling",))
     confusion = sorted((f for f in os.listdir(self.path("views", "confusion"))
                         if f.startswith("step_") and f.endswith(".png")),
                        key=lambda f: int(f[5:-4]))

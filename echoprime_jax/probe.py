@@ -105,33 +105,15 @@ def load_inputs(args) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def _plot(result: dict, path: str, title: str) -> None:
-  from PIL import Image, ImageDraw
-  size, pad = 420, 40
-  img = Image.new("RGB", (size, size), "white")
-  draw = ImageDraw.Draw(img)
-  draw.rectangle([pad, pad, size - pad, size - pad], outline="black")
-  y, pred = result["predictions"]["y"], result["predictions"]["linear"]
-
-  def to_px(u, v):  # u, v in [0, 1]
-    return pad + u * (size - 2 * pad), size - pad - v * (size - 2 * pad)
-
+  """The linear probe's out-of-fold predictions: true vs predicted (regression) or its ROC
+  (binary), drawn by `plots` (matplotlib, imported only here)."""
+  from echoprime_jax import plots
+  y, pred, linear = result["predictions"]["y"], result["predictions"]["linear"], result["linear"]
   if result["kind"] == "regression":
-    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-    span = max(hi - lo, 1e-9)
-    draw.line([to_px(0, 0), to_px(1, 1)], fill=(180, 180, 180))
-    for a, b in zip(y, pred):
-      px, py = to_px((a - lo) / span, (b - lo) / span)
-      draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=(40, 90, 200))
-    draw.text((pad, 8), f"{title}: linear probe, true (x) vs predicted (y)", fill="black")
+    plots.scatter_chart(y, pred, path, f"{title}: linear probe, out-of-fold")
   else:
-    order = np.argsort(-pred)
-    tp = np.cumsum(y[order] == 1) / max((y == 1).sum(), 1)
-    fp = np.cumsum(y[order] == 0) / max((y == 0).sum(), 1)
-    draw.line([to_px(0, 0), to_px(1, 1)], fill=(180, 180, 180))
-    draw.line([to_px(0, 0)] + [to_px(a, b) for a, b in zip(fp, tp)], fill=(40, 90, 200), width=2)
-    draw.text((pad, 8), f"{title}: ROC of the linear probe (AUC {result['linear']['auc']:.3f})",
-              fill="black")
-  img.save(path)
+    plots.roc_chart(y, pred, path, f"{title}: ROC of the linear probe", linear["auc"],
+                    linear.get("auc_ci"))
 
 
 def probe_level(args, embedding: str, y, groups, studies, kind: str, out: str) -> dict:

@@ -164,27 +164,9 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray,
 
 
 def confusion_png(confusion: np.ndarray, names: tuple[str, ...], path: str) -> None:
-  """A row-normalised confusion matrix as a labelled heat map (PIL; no plotting library)."""
-  from PIL import Image, ImageDraw
-  k, margin = len(names), 170
-  cell = 28 if k <= 16 else 20  # a 58-view matrix stays ~1.3k pixels wide
-  rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-  img = Image.new("RGB", (margin + k * cell + 10, margin + k * cell + 10), "white")
-  draw = ImageDraw.Draw(img)
-  for i in range(k):
-    draw.text((4, margin + i * cell + 8), f"{names[i][:24]}", fill="black")  # true (rows)
-    draw.text((margin + i * cell + 2, margin - 14 - (i % 2) * 12), names[i][:6], fill="black")
-    for j in range(k):
-      shade = int(255 * (1 - rows[i, j]))
-      x0, y0 = margin + j * cell, margin + i * cell
-      draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255),
-                     outline=(200, 200, 200))
-      if confusion[i, j]:
-        draw.text((x0 + 4, y0 + 8), str(int(confusion[i, j])),
-                  fill="white" if rows[i, j] > 0.5 else "black")
-  draw.text((4, 4), "rows: true view, columns: predicted (counts; shade = row fraction)",
-            fill="black")
-  img.save(path)
+  """A row-normalised confusion matrix as a labelled heat map (`plots.confusion_chart`)."""
+  from echoprime_jax import plots
+  plots.confusion_chart(confusion, names, path)
 
 
 def roll_up(logits: np.ndarray, coarse_ids: tuple[int, ...]) -> np.ndarray:

@@ -213,3 +213,20 @@ def test_geometry_from_a_reduced_sample_scales_the_dicom_region():
   assert half.source == "dicom" and half.mask.shape == (100, 150)
   assert abs(half.crop[2] * 2 - full.crop[2]) <= 4
   assert abs(half.crop[0] * 2 - full.crop[0]) <= 4 and abs(half.crop[1] * 2 - full.crop[1]) <= 4
+
+
+def test_real_vendor_stills_keep_no_text():
+  """pydicom's real stills: the Philips curved-array still (its 2D region refers to another
+  matrix size) keeps only the fan, not the header bar, the settings column on the left or the
+  calipers; the GE linear-array stills (no regions, a rectangular image) cannot be told from a
+  strip without motion and are rejected rather than stored with "BAPTIST MED CTR"."""
+  info, still = dr.read_video(get_testdata_file("examples_palette.dcm"))
+  geom = region.compute_geometry(info, still)
+  assert geom.source == "estimated"
+  assert geom.mask[:62].sum() == 0 and geom.mask[:, :110].sum() == 0  # header, settings text
+  assert geom.mask[280:310, 440:520].sum() == 0  # the calipers
+  assert geom.mask[100:130, 380:520].all()  # the bright tissue band is kept
+  for name in ("examples_rgb_color.dcm", "examples_jpeg2k.dcm"):
+    info, still = dr.read_video(get_testdata_file(name))
+    with pytest.raises(region.SectorNotFound, match="cone-shaped"):
+      region.compute_geometry(info, still)
