@@ -208,10 +208,15 @@ def moving_sector(frames: np.ndarray, allowed: np.ndarray | None = None, *,
   moving = gray.std(axis=0) > min_std
   if allowed is not None:
     moving &= allowed[::step, ::step]
-  # Close small gaps (dark blood pools move little), drop isolated specks (blinking cursors).
-  moving = ndimage.binary_opening(ndimage.binary_closing(moving, iterations=3), iterations=2)
-  return _largest_sector(moving, step, (h, w), allowed, min_fraction,
-                         lambda hull: not require_cone or _cone_shaped(hull))
+  # Open first: isolated specks (blinking cursors) and thin strokes (changing text: a clock,
+  # the heart rate, depth labels next to the fan) go before anything is joined. Then close
+  # small gaps (dark blood pools move little) to join the fan's pieces into one component;
+  # its hull is taken over the opened pixels only, without small pieces, so neither a closing
+  # bridge nor a changing counter joined by it adds anything.
+  core = ndimage.binary_opening(moving, iterations=2)
+  return _largest_sector(ndimage.binary_closing(core, iterations=3), step, (h, w), allowed,
+                         min_fraction, lambda hull: not require_cone or _cone_shaped(hull),
+                         core)
 
 
 def still_sector(frame: np.ndarray, allowed: np.ndarray | None = None, *,
@@ -228,25 +233,36 @@ def still_sector(frame: np.ndarray, allowed: np.ndarray | None = None, *,
   content = _grey(frame, frame.ndim == 3)[::step, ::step] > min_level
   if allowed is not None:
     content &= allowed[::step, ::step]
-  solid = ndimage.binary_opening(ndimage.binary_closing(content, iterations=2), iterations=3)
+  solid = ndimage.binary_opening(ndimage.binary_closing(content, iterations=1), iterations=3)
   return _largest_sector(
       solid, step, (h, w), allowed, min_fraction,
       lambda hull: ((not require_cone or _cone_shaped(hull)) and
                     (content & hull).sum() >= _MIN_STILL_SOLIDITY * hull.sum()))
 
 
+def _without_specks(mask: np.ndarray, min_share: float = 0.02) -> np.ndarray:
+  """`mask` without its connected pieces smaller than `min_share` of the largest: a changing
+  counter (clock, heart rate) that a closing joined to the fan is such a piece; the fan's own
+  fragments (split by dark, still blood pools) are not."""
+  pieces = _components_by_size(mask)
+  if len(pieces) < 2:
+    return mask
+  largest = pieces[0].sum()
+  return np.logical_or.reduce([p for p in pieces if p.sum() >= min_share * largest])
+
+
 def _largest_sector(candidates: np.ndarray, step: int, shape: tuple[int, int],
-                    allowed: np.ndarray | None, min_fraction: float, accept
-                    ) -> np.ndarray | None:
-  """The filled hull of the largest component of `candidates` (a subsampled grid) that
-  `accept(hull)` takes, at full resolution inside `allowed`; None once components fall below
-  `min_fraction` of the grid."""
+                    allowed: np.ndarray | None, min_fraction: float, accept,
+                    core: np.ndarray | None = None) -> np.ndarray | None:
+  """The filled hull of the largest component of `candidates` (a subsampled grid; of its
+  pixels in `core` when given) that `accept(hull)` takes, at full resolution inside `allowed`;
+  None once components fall below `min_fraction` of the grid."""
   if allowed is not None:  # closing must not bridge into what is excluded
     candidates = candidates & allowed[::step, ::step]
   for component in _components_by_size(candidates):
     if component.mean() < min_fraction:
       return None
-    hull = _convex_fill(component)
+    hull = _convex_fill(_without_specks(component & core) if core is not None else component)
     if accept(hull):
       full = _upsample(hull, step, shape)
       return full & allowed if allowed is not None else full
@@ -260,17 +276,19 @@ def static_overlay(frames: np.ndarray, mask: np.ndarray, max_range: int = 4,
   2 px for glyph edges. Tissue speckle decorrelates and Doppler colour changes; an overlay
   does not. Fewer than `min_frames` frames cannot tell them apart: nothing is flagged."""
   out = np.zeros(mask.shape, bool)
-  if len(frames) < min_frames:
+  if len(frames) < min_frames or not mask.any():
     return out
-  frames = frames[::max(1, len(frames) // 16)]
+  ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+  box = (slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))  # only the sector's box: cheap
+  frames = frames[::max(1, len(frames) // 16)][(slice(None), *box)]
   colour = frames.ndim == 4
   low, high = frames.min(axis=0), frames.max(axis=0)
-  spread = high.astype(np.int16) - low
+  spread = high - low  # uint8: high >= low, no wrap-around
   static = ((spread.max(axis=-1) if colour else spread) <= max_range) & \
-      (_grey(low, colour) >= min_level) & mask
-  if not static.any():
-    return out
-  return ndimage.binary_dilation(static, iterations=2) & mask
+      (_grey(low, colour) >= min_level) & mask[box]
+  if static.any():
+    out[box] = ndimage.binary_dilation(static, iterations=2)
+  return out & mask
 
 
 def _convex_fill(component: np.ndarray) -> np.ndarray:

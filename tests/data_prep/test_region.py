@@ -230,3 +230,36 @@ def test_real_vendor_stills_keep_no_text():
     info, still = dr.read_video(get_testdata_file(name))
     with pytest.raises(region.SectorNotFound, match="cone-shaped"):
       region.compute_geometry(info, still)
+
+
+@pytest.mark.parametrize("gap", [1, 2, 4])
+def test_changing_text_just_outside_the_fan_stays_out(gap):
+  """Depth labels and a frame counter that change every frame (so they "move") printed `gap`
+  px outside the fan's straight edges: in clips and stills, with and without a 2D region,
+  no text pixel is in the mask, and the fan is still found whole."""
+  from PIL import Image, ImageDraw
+  rng = np.random.default_rng(gap)
+  h, w = 240, 320
+  cone = _cone(h, w, apex=(160, 5), radius=220, half_angle=0.6)
+  frames, text = [], np.zeros((h, w), bool)
+  for t in range(12):
+    frame = np.zeros((h, w, 3), np.uint8)
+    frame[cone] = rng.integers(20, 200, cone.sum(), dtype=np.uint8)[:, None]
+    glyphs = Image.new("L", (w, h))
+    draw = ImageDraw.Draw(glyphs)
+    for i in range(7):
+      y = 20 + 28 * i
+      xs = np.nonzero(cone[max(y - 8, 0):y + 10].any(0))[0]
+      draw.text((xs.max() + gap, y - 5), str(2 * i + t % 3), fill=255)
+      draw.text((xs.min() - gap - 12, y - 5), f"{t:02d}", fill=255)
+    on = np.asarray(glyphs) > 0
+    frame[on] = 255
+    text |= on
+    frames.append(frame)
+  video = np.stack(frames)
+  assert not (text & cone).any()
+  for sample in (video, video[:1]):
+    for regions in ([Region(0, 0, w - 1, h - 1, 1, 1)], []):
+      geom = region.compute_geometry(_info(regions, rows=h, cols=w, frames=len(sample)), sample)
+      assert (geom.mask & text).sum() == 0
+      assert (geom.mask & cone).sum() / (geom.mask | cone).sum() > 0.97
