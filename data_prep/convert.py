@@ -111,7 +111,8 @@ def _probe(row: dict[str, Any], path: str, key: bytes, opts: Options) -> dict[st
     return {**row, "status": "rejected", "reason": "zero frames (NumberOfFrames = 0)"}
   if not info.is_ultrasound:
     return {**row, "status": "skipped",
-            "reason": f"not ultrasound (modality {info.modality or '?'})"}
+            "reason": "not ultrasound (modality "
+                      f"{dicom_reader.defined_term(info.modality, dicom_reader.MODALITY_TERMS)})"}
   if info.rows <= 0 or info.columns <= 0:
     return {**row, "status": "skipped", "reason": "no image (Rows/Columns missing)"}
   if not info.is_clip and not opts.keep_stills:

@@ -71,6 +71,23 @@ SUPPORTED_PHOTOMETRIC = GRAY + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "Y
                                 "PALETTE COLOR")
 
 
+# DICOM defined terms: only these are ever quoted in a message; any other value of the same
+# attribute is free text that may hold anything (a name typed into the wrong field).
+PHOTOMETRIC_TERMS = frozenset(SUPPORTED_PHOTOMETRIC + (
+    "YBR_PARTIAL_422", "YBR_PARTIAL_420", "HSV", "ARGB", "CMYK", "XYB"))
+MODALITY_TERMS = frozenset(
+    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT "
+    "IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT "
+    "PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG "
+    "SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XC CD CF CP CS DD DF DM DS EC FA FS LP MA MS "
+    "OPR ST VF".split())
+
+
+def defined_term(value: str, terms: frozenset[str]) -> str:
+  """`value` quoted if it is one of the attribute's defined terms, else a placeholder."""
+  return repr(value) if value in terms else "<unrecognised value>"
+
+
 class DicomReadError(ValueError):
   """A file that cannot be used; the message names the file and the reason."""
 
@@ -201,8 +218,8 @@ def _read_info(path: str, fallback_fps: float) -> DicomInfo:
   except DicomReadError:
     raise
   except Exception as e:  # values are converted lazily: a malformed one fails only here
-    raise DicomReadError(f"{path}: malformed header value ({type(e).__name__}: "
-                         f"{_quote(e, path)})") from None
+    raise DicomReadError(f"{path}: malformed header value ({type(e).__name__}; the value "
+                         "is not quoted)") from None
 
 
 def _header(ds: pydicom.Dataset, path: str, fallback_fps: float) -> DicomInfo:
@@ -212,9 +229,8 @@ def _header(ds: pydicom.Dataset, path: str, fallback_fps: float) -> DicomInfo:
   try:
     raw_frames = ds.get("NumberOfFrames")
     num_frames = 1 if raw_frames in (None, "") else int(raw_frames)
-  except (TypeError, ValueError) as e:
-    raise DicomReadError(f"{path}: invalid NumberOfFrames ({type(e).__name__}: "
-                         f"{_quote(e, path)})") from None
+  except (TypeError, ValueError):  # the value itself is not quoted: it may be anything
+    raise DicomReadError(f"{path}: invalid NumberOfFrames (not an integer)") from None
   return DicomInfo(
       path=path,
       sop_class_uid=str(ds.get("SOPClassUID", "")),
@@ -292,7 +308,7 @@ def iter_frames(info: DicomInfo, max_frames: int | None = None, reduce: int = 1
   """
   if info.photometric not in SUPPORTED_PHOTOMETRIC:
     raise DicomReadError(f"{info.path}: unsupported PhotometricInterpretation "
-                         f"{log_privacy.redact(repr(info.photometric), info.path)}")
+                         f"{defined_term(info.photometric, PHOTOMETRIC_TERMS)}")
   if reduce not in (1, 2, 4, 8):
     raise ValueError(f"reduce must be 1, 2, 4 or 8, got {reduce}")
   log_privacy.quiet_pydicom()

@@ -187,8 +187,8 @@ def _cone_shaped(hull: np.ndarray) -> bool:
 
 
 def moving_sector(frames: np.ndarray, allowed: np.ndarray | None = None, *,
-                  require_cone: bool = False, min_std: float = 2.0, min_fraction: float = 0.02
-                  ) -> np.ndarray | None:
+                  require_cone: bool = False, min_std: float = 2.0, min_level: float = 4.0,
+                  min_fraction: float = 0.02) -> np.ndarray | None:
   """(T, H, W[, C]) uint8 -> (H, W) bool cone of pixels that change over time, or None.
 
   allowed: (H, W) bool, where to search (a 2D region minus strips); the result lies inside it.
@@ -205,7 +205,9 @@ def moving_sector(frames: np.ndarray, allowed: np.ndarray | None = None, *,
     gray = (sub[..., 0].astype(np.uint16) + sub[..., 1] + sub[..., 2]).astype(np.float32) / 3
   else:
     gray = sub.astype(np.float32)
-  moving = gray.std(axis=0) > min_std
+  # Tissue varies *and* is there in most frames (speckle over a grey background); a scrolling
+  # ECG trace, a sweep line or a blinking label lights a pixel only now and then.
+  moving = (gray.std(axis=0) > min_std) & ((gray > min_level).mean(axis=0) >= 0.5)
   if allowed is not None:
     moving &= allowed[::step, ::step]
   # Open first: isolated specks (blinking cursors) and thin strokes (changing text: a clock,
@@ -213,7 +215,7 @@ def moving_sector(frames: np.ndarray, allowed: np.ndarray | None = None, *,
   # small gaps (dark blood pools move little) to join the fan's pieces into one component;
   # its hull is taken over the opened pixels only, without small pieces, so neither a closing
   # bridge nor a changing counter joined by it adds anything.
-  core = ndimage.binary_opening(moving, iterations=2)
+  core = ndimage.binary_opening(ndimage.binary_closing(moving, iterations=1), iterations=2)
   return _largest_sector(ndimage.binary_closing(core, iterations=3), step, (h, w), allowed,
                          min_fraction, lambda hull: not require_cone or _cone_shaped(hull),
                          core)
@@ -264,7 +266,9 @@ def _largest_sector(candidates: np.ndarray, step: int, shape: tuple[int, int],
       return None
     hull = _convex_fill(_without_specks(component & core) if core is not None else component)
     if accept(hull):
-      full = _upsample(hull, step, shape)
+      # The hull runs through boundary pixel centres, outline included, and the grid is
+      # `step` px coarse: pulling the edge in by `step` + 1 px keeps it inside the sector.
+      full = ndimage.binary_erosion(_upsample(hull, step, shape), iterations=step + 1)
       return full & allowed if allowed is not None else full
   return None
 

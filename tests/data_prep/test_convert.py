@@ -143,7 +143,10 @@ def test_reduced_jpeg_decoding_matches_full_decoding(tmp_path, monkeypatch):
   assert abs(fast["crop"] - full["crop"]).max() <= 3 * reduce
   a, b = record_schema.decode_frames(fast), record_schema.decode_frames(full)
   assert a.shape == b.shape and a.shape[:3] == (6, 128, 128)
-  assert abs(a.astype(int) - b).mean() < 4.0
+  # JPEG's reduced DCT decode, plus the sector edge: it is pulled in by step + 1 grid pixels
+  # (region._largest_sector), ~4 source px more per side at 1/4 scale, so a ring about one
+  # output pixel wide around the sector differs (~2.5% of pixels, ~100 grey levels).
+  assert abs(a.astype(int) - b).mean() < 6.0
 
 
 def _speckle_cone(frames=6, h=120, w=160, seed=0):
@@ -199,3 +202,28 @@ def test_dangling_links_and_undecodable_names_are_rejected_by_pseudonym(tmp_path
   for name in ("DOE", "JOHN", "00123456", "MULLER", "ANNA", "KOWALSKI", "ller", str(archive)):
     assert name not in text, name
   assert any("FileNotFoundError" in r["reason"] for r in manifest)
+
+
+def test_free_text_in_coded_header_fields_is_never_quoted(tmp_path):
+  """A name typed into NumberOfFrames, PhotometricInterpretation or Modality (free text where
+  a code belongs) is not quoted in any reason: only defined terms are."""
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  planted = {"NumberOfFrames": ("IS", "BARTHOLOMEW"),
+             "PhotometricInterpretation": ("CS", "PHINEAS FOGG"), "Modality": ("CS", "QUIMBY")}
+  for i, (tag, (vr, value)) in enumerate(planted.items()):
+    path = str(archive / f"{i}.dcm")
+    dicom_writer.write_us_dicom(path, np.zeros((3, 32, 32), np.uint8), fps=30.0)
+    ds = pydicom.dcmread(path)
+    if tag == "Modality":  # not an ultrasound SOP class, so the modality decides
+      ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.add_new(tag, "LO" if tag == "NumberOfFrames" else vr, value)  # LO: any text fits
+    ds.save_as(path)
+  manifest = convert.run(str(archive), str(tmp_path / "out"), deid.INSECURE_TEST_KEY,
+                         convert.Options(size=32), progress=False)
+  reasons = " | ".join(r["reason"] for r in manifest)
+  assert all(r["status"] != "converted" for r in manifest), reasons
+  for word in ("BARTHOLOMEW", "PHINEAS", "FOGG", "QUIMBY"):
+    assert word not in reasons, reasons
+  assert "invalid NumberOfFrames" in reasons
+  assert reasons.count("<unrecognised value>") == 2  # photometric and modality

@@ -211,8 +211,11 @@ def test_geometry_from_a_reduced_sample_scales_the_dicom_region():
   full = region.compute_geometry(_info([rect]), video, size=64)
   half = region.compute_geometry(_info([rect]), video[:, ::2, ::2], size=64)
   assert half.source == "dicom" and half.mask.shape == (100, 150)
-  assert abs(half.crop[2] * 2 - full.crop[2]) <= 4
-  assert abs(half.crop[0] * 2 - full.crop[0]) <= 4 and abs(half.crop[1] * 2 - full.crop[1]) <= 4
+  # The mask edge is pulled in by step + 1 sample pixels (region._largest_sector): 2 source
+  # px per side more at half scale, on top of the estimate's own few pixels.
+  assert abs(half.crop[2] * 2 - full.crop[2]) <= 4 + 4
+  assert abs(half.crop[0] * 2 - full.crop[0]) <= 4 + 2 and \
+      abs(half.crop[1] * 2 - full.crop[1]) <= 4 + 2
 
 
 def test_real_vendor_stills_keep_no_text():
@@ -262,4 +265,37 @@ def test_changing_text_just_outside_the_fan_stays_out(gap):
     for regions in ([Region(0, 0, w - 1, h - 1, 1, 1)], []):
       geom = region.compute_geometry(_info(regions, rows=h, cols=w, frames=len(sample)), sample)
       assert (geom.mask & text).sum() == 0
-      assert (geom.mask & cone).sum() / (geom.mask | cone).sum() > 0.97
+      # (the edge pulled in by 2 px costs ~3.5% of a 220 px fan)
+      assert (geom.mask & cone).sum() / (geom.mask | cone).sum() > 0.95
+
+
+def test_scrolling_ecg_below_the_fan_does_not_pull_the_mask_over_it():
+  """An ECG trace scrolling just below the arc, its spikes reaching up to the fan, and dim
+  static text between them (below the overlay check's brightness): the trace lights each
+  pixel only now and then, so it is not sector, and nothing of it or the text is kept."""
+  from PIL import Image, ImageDraw
+  rng = np.random.default_rng(3)
+  h, w, n = 240, 320, 10
+  cone = _cone(h, w, apex=(160, 6), radius=150, half_angle=0.6)
+  xs = np.arange(w + 8 * n)
+  trace_y = 165 + 3 * np.sin(xs / 17.0) - np.where(xs % 70 < 6, 30 * np.sin(np.pi * (xs % 70) / 6),
+                                                   0)
+  glyphs = Image.new("L", (w, h))
+  ImageDraw.Draw(glyphs).text((140, 150), "DOE 19700101", fill=255)
+  text = (np.asarray(glyphs) > 0) & ~cone
+  video = np.zeros((n, h, w, 3), np.uint8)
+  trace = np.zeros((h, w), bool)
+  for t in range(n):
+    video[t][cone] = rng.integers(20, 200, cone.sum(), dtype=np.uint8)[:, None]
+    ys = np.round(trace_y[8 * t:8 * t + w]).astype(int)
+    lit = np.zeros((h, w), bool)
+    lit[ys[10:-10], np.arange(10, w - 10)] = True
+    lit[np.clip(ys[10:-10] + 1, 0, h - 1), np.arange(10, w - 10)] = True
+    lit &= ~cone
+    video[t][lit] = 200
+    trace |= lit
+    video[t][text & ~lit] = 90
+  for regions in ([Region(0, 0, w - 1, h - 1, 1, 1)], []):
+    geom = region.compute_geometry(_info(regions, rows=h, cols=w, frames=n), video)
+    assert (geom.mask & (trace | text)).sum() == 0
+    assert (geom.mask & ~cone).sum() == 0 and (geom.mask & cone).sum() > 0.9 * cone.sum()
