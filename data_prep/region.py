@@ -22,9 +22,14 @@ How the sector is found (`find_sector`):
     regions), and the result must be cone-shaped (its hull fills <= 85% of its bounding box;
     a phased-array sector fills ~50-65%): a rectangle that moves is a strip or a linear-array
     image, not an echo sector.
-  * Clips: the moving cone is the largest connected set of pixels whose temporal std exceeds
-    a threshold (speckle decorrelates, the heart beats), gaps closed, specks opened away,
-    its convex hull filled (a sector is convex; dark, still blood pools inside it are kept).
+  * Clips: the moving cone is built from pixels whose temporal std exceeds a threshold
+    (speckle decorrelates, the heart beats) *and* that hold content in most frames (a
+    scrolling ECG trace or a blinking label lights a pixel only now and then); opened first
+    (specks and thin changing strokes go), then closed to join the fan's pieces; the largest
+    component's hull over its opened pixels, without pieces < 2% of the largest (a changing
+    counter joined by the closing), is filled (a sector is convex; dark, still blood pools
+    inside it are kept) and its edge pulled in by one grid step + 1 px (the hull runs
+    through boundary pixel centres on a grid that may be subsampled).
   * Stills (no motion to go by): pixels above black, closed then opened with a radius that
     erases text strokes, the largest component's hull, accepted only if the content fills
     >= 50% of the hull (tissue is dense speckle; a block of text is mostly background).
