@@ -258,6 +258,24 @@ def _without_specks(mask: np.ndarray, min_share: float = 0.02) -> np.ndarray:
   return np.logical_or.reduce([p for p in pieces if p.sum() >= min_share * largest])
 
 
+def _open_pockets(hull: np.ndarray, pixels: np.ndarray, min_share: float = 0.001
+                  ) -> np.ndarray:
+  """Parts of `hull` that `pixels` leave empty and that open onto the hull's edge (the concave
+  top of a curved-array sector, a dent), each >= `min_share` of the hull: there is no image
+  there, and what changes there (a counter) is not image either. Empty parts enclosed by image
+  (dark, still blood pools) are holes, not pockets, and stay."""
+  solid = ndimage.binary_fill_holes(ndimage.binary_closing(pixels, iterations=2))
+  empty = hull & ~solid
+  if not empty.any():
+    return empty
+  edge = hull & ~ndimage.binary_erosion(hull)
+  labels, n = ndimage.label(empty)
+  sizes = ndimage.sum(empty, labels, index=np.arange(1, n + 1))
+  touching = ndimage.maximum(edge, labels, index=np.arange(1, n + 1))
+  keep = np.flatnonzero((sizes >= min_share * hull.sum()) & (touching > 0)) + 1
+  return np.isin(labels, keep)
+
+
 def _largest_sector(candidates: np.ndarray, step: int, shape: tuple[int, int],
                     allowed: np.ndarray | None, min_fraction: float, accept,
                     core: np.ndarray | None = None) -> np.ndarray | None:
@@ -269,11 +287,13 @@ def _largest_sector(candidates: np.ndarray, step: int, shape: tuple[int, int],
   for component in _components_by_size(candidates):
     if component.mean() < min_fraction:
       return None
-    hull = _convex_fill(_without_specks(component & core) if core is not None else component)
+    pixels = _without_specks(component & core) if core is not None else component
+    hull = _convex_fill(pixels)
     if accept(hull):
       # The hull runs through boundary pixel centres, outline included, and the grid is
       # `step` px coarse: pulling the edge in by `step` + 1 px keeps it inside the sector.
-      full = ndimage.binary_erosion(_upsample(hull, step, shape), iterations=step + 1)
+      full = ndimage.binary_erosion(_upsample(hull & ~_open_pockets(hull, pixels), step, shape),
+                                    iterations=step + 1)
       return full & allowed if allowed is not None else full
   return None
 

@@ -299,3 +299,29 @@ def test_scrolling_ecg_below_the_fan_does_not_pull_the_mask_over_it():
     geom = region.compute_geometry(_info(regions, rows=h, cols=w, frames=n), video)
     assert (geom.mask & (trace | text)).sum() == 0
     assert (geom.mask & ~cone).sum() == 0 and (geom.mask & cone).sum() > 0.9 * cone.sum()
+
+
+def test_counter_in_the_concave_top_of_a_curved_array_sector_is_not_kept():
+  """A curved-array sector (an annulus slice) is not convex: its hull covers the dip above the
+  inner arc. A frame counter printed there changes (so it "moves"), but the dip holds no image
+  and opens onto the hull's edge: it is cut out, counter and all."""
+  from PIL import Image, ImageDraw
+  rng = np.random.default_rng(5)
+  h, w, n = 240, 300, 8
+  yy, xx = np.mgrid[:h, :w]
+  r, ang = np.hypot(xx - 150, yy + 20), np.arctan2(xx - 150, yy + 20)
+  fan = (r < 240) & (r > 80) & (np.abs(ang) < 0.8)
+  video = np.zeros((n, h, w, 3), np.uint8)
+  text = np.zeros((h, w), bool)
+  for t in range(n):
+    video[t][fan] = rng.integers(20, 200, fan.sum(), dtype=np.uint8)[:, None]
+    glyphs = Image.new("L", (w, h))
+    ImageDraw.Draw(glyphs).text((128, 40), f"{t:02d}:{t:02d}", fill=255)
+    on = (np.asarray(glyphs) > 0) & ~fan
+    video[t][on] = 255
+    text |= on
+  assert region._convex_fill(fan)[text].all()  # the counter lies inside the fan's hull
+  for regions in ([Region(0, 0, w - 1, h - 1, 1, 1)], []):
+    geom = region.compute_geometry(_info(regions, rows=h, cols=w, frames=n), video)
+    assert (geom.mask & text).sum() == 0 and (geom.mask & ~fan).sum() == 0
+    assert (geom.mask & fan).sum() > 0.9 * fan.sum()
