@@ -28,8 +28,9 @@ How the sector is found (`find_sector`):
     (specks and thin changing strokes go), then closed to join the fan's pieces; the largest
     component's hull over its opened pixels, without pieces < 2% of the largest (a changing
     counter joined by the closing), is filled (a sector is convex; dark, still blood pools
-    inside it are kept) and its edge pulled in by one grid step + 1 px (the hull runs
-    through boundary pixel centres on a grid that may be subsampled).
+    inside it are kept), empty pockets that open onto the hull's edge (the concave top of a
+    curved-array sector) are cut out again, and its edge is pulled in by one grid step + 1 px
+    (the hull runs through boundary pixel centres on a grid that may be subsampled).
   * Stills (no motion to go by): pixels above black, closed then opened with a radius that
     erases text strokes, the largest component's hull, accepted only if the content fills
     >= 50% of the hull (tissue is dense speckle; a block of text is mostly background).
