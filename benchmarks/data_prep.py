@@ -142,7 +142,10 @@ def main() -> None:
     big = os.path.join(tmp, "large.dcm")
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8)
-    frames = np.stack([np.roll(base, 3 * i, axis=1) for i in range(args.large_frames)])
+    # moving speckle inside a phased-array fan (a clip without one is rejected, not converted)
+    yy, xx = np.mgrid[:768, :1024]
+    fan = ((np.hypot(xx - 512, yy) < 740) & (np.abs(np.arctan2(xx - 512, yy)) < 0.7))[..., None]
+    frames = np.stack([np.roll(base, 3 * i, axis=1) * fan for i in range(args.large_frames)])
     dicom_writer.write_us_dicom(big, frames, "jpeg_baseline", fps=30.0)
     decoded_mb = frames.nbytes / 1e6
     del frames

@@ -26,6 +26,7 @@ Per-file failures are recorded by pseudonym with redacted reasons (`log_privacy.
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -465,14 +466,11 @@ def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any
     os.replace(mapping_file + ".tmp", mapping_file)
   counts = {s: sum(r["status"] == s for r in manifest) for s in ("converted", "skipped",
                                                                   "rejected")}
-  redacted: dict[str, int] = {}
-  for prepared in study_reports.values():
-    for kind, n in prepared["redactions"].items():
-      redacted[kind] = redacted.get(kind, 0) + n
+  redacted = sum((collections.Counter(p["redactions"]) for p in study_reports.values()),
+                 collections.Counter())  # (Counter addition drops zero counts)
   log.info("reports: %s; removed from their text: %s",
-           {a: sum(p["report_phi"] == a for p in study_reports.values())
-            for a in ("clean", "scrubbed", "rejected", "kept")},
-           {k: n for k, n in redacted.items() if n} or "nothing")
+           dict(collections.Counter(p["report_phi"] for p in study_reports.values())),
+           dict(redacted) or "nothing")
   log.info("done: %s -> %s", counts, out_dir)
   return manifest
 

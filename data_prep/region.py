@@ -50,6 +50,7 @@ were trained on. NumPy/SciPy/Pillow only.
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -178,12 +179,18 @@ def _upsample(mask: np.ndarray, step: int, shape: tuple[int, int]) -> np.ndarray
   return full[:shape[0], :shape[1]]
 
 
-def _components_by_size(mask: np.ndarray) -> list[np.ndarray]:
+def _labelled(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """-> (labels, size of component 1..n)."""
   labels, n = ndimage.label(mask)
-  if n == 0:
-    return []
-  sizes = ndimage.sum(mask, labels, index=np.arange(1, n + 1))
-  return [labels == i + 1 for i in np.argsort(-sizes, kind="stable")]
+  return labels, ndimage.sum(mask, labels, index=np.arange(1, n + 1)) if n else np.zeros(0)
+
+
+def _components_by_size(mask: np.ndarray) -> Iterator[np.ndarray]:
+  """Connected components, largest first, made one at a time (callers stop at the first
+  accepted one; a noisy mask has hundreds)."""
+  labels, sizes = _labelled(mask)
+  for i in np.argsort(-sizes, kind="stable"):
+    yield labels == i + 1
 
 
 def _cone_shaped(hull: np.ndarray) -> bool:
@@ -252,11 +259,10 @@ def _without_specks(mask: np.ndarray, min_share: float = 0.02) -> np.ndarray:
   """`mask` without its connected pieces smaller than `min_share` of the largest: a changing
   counter (clock, heart rate) that a closing joined to the fan is such a piece; the fan's own
   fragments (split by dark, still blood pools) are not."""
-  pieces = _components_by_size(mask)
-  if len(pieces) < 2:
+  labels, sizes = _labelled(mask)
+  if len(sizes) < 2:
     return mask
-  largest = pieces[0].sum()
-  return np.logical_or.reduce([p for p in pieces if p.sum() >= min_share * largest])
+  return np.isin(labels, np.flatnonzero(sizes >= min_share * sizes.max()) + 1)
 
 
 def _open_pockets(hull: np.ndarray, pixels: np.ndarray, min_share: float = 0.001
@@ -270,9 +276,8 @@ def _open_pockets(hull: np.ndarray, pixels: np.ndarray, min_share: float = 0.001
   if not empty.any():
     return empty
   edge = hull & ~ndimage.binary_erosion(hull)
-  labels, n = ndimage.label(empty)
-  sizes = ndimage.sum(empty, labels, index=np.arange(1, n + 1))
-  touching = ndimage.maximum(edge, labels, index=np.arange(1, n + 1))
+  labels, sizes = _labelled(empty)
+  touching = ndimage.maximum(edge, labels, index=np.arange(1, len(sizes) + 1))
   keep = np.flatnonzero((sizes >= min_share * hull.sum()) & (touching > 0)) + 1
   return np.isin(labels, keep)
 
