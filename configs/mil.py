@@ -38,7 +38,8 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val", clip_length=16,
                 clip_stride=2, section_len=128, max_videos=32, embed_batch_size=32,
                 vocab_size=8000)
-  c.mil = dict(hidden_dim=128, init_temperature=0.07, max_log_scale=4.6052)
+  # attention: "gated" (learned) or "uniform" (the projection alone: the ablation)
+  c.mil = dict(hidden_dim=128, init_temperature=0.07, max_log_scale=4.6052, attention="gated")
 
   c.mesh = dict(data=-1, fsdp=1)
   c.min_fsdp_size = 2 ** 20  # the aggregator is small: replicate it

@@ -2,22 +2,49 @@
 
   python -m data_prep.synthetic --out DIR --studies N --seed S
 
-Each study (one synthetic patient) has several multi-frame ultrasound clips across the 11
-coarse views, sometimes a still, a free-text report, and ground truth:
+Each study (one synthetic patient) has several multi-frame ultrasound clips, sometimes a still,
+a free-text report, and ground truth. A study follows a short protocol as echo labs do: the
+parasternal long and short axis and the apical four-chamber view always, plus 0-3 other coarse
+views; so each finding is shown by at least two of a study's clips.
 
 * every view has its own geometry (sector apex, width, depth) and its own chamber layout, so
   views are learnable from pixels;
-* a beating left ventricle whose cavity volume follows the study's ejection fraction
-  (radius ~ volume^(1/3) between end-diastole and end-systole) and which is dilated when the
-  ejection fraction is low (end-diastolic size +2% per point below 60%, at most 1.7x, as in
-  dilated cardiomyopathy; the report calls an LV with EF < 50% dilated);
-* findings that are visible *and* written in the report: pericardial effusion (a dark ring
-  around the LV whose width grows with severity), left-atrial dilation (LA scaled by
-  severity), colour-flow jets in the Doppler views;
+* each finding is drawn only in the views where it is assessed in real echo, and is large
+  enough to see at the 64 px the demo trains on (see `FINDING_VIEWS` below);
 * multiplicative speckle that decorrelates over time; burned-in header text with the
   (synthetic) patient's name and date, and an ECG trace, outside the sector;
 * encodings mixed as in real archives: JPEG baseline YBR_FULL_422, RLE, uncompressed RGB and
   MONOCHROME2 (`data_prep.dicom_writer`), SequenceOfUltrasoundRegions and FrameTime set.
+
+Which views show which finding, and why (`FINDING_VIEWS`):
+
+  finding               views                             why
+  LVEF                  A4C, A2C, A3C, A5C,               the apical views show the whole LV
+                        Parasternal_Short                 long axis (biplane Simpson's); the
+                                                          mid short axis shows its wall motion
+  pericardial effusion  Parasternal_Long, Parasternal_    fluid collects posteriorly (behind
+                        Short, Doppler_Parasternal_Long,  the LV in parasternal views) and
+                        Subcostal                         around the RV (subcostal); the
+                                                          apical views, end-on, miss a small one
+  left-atrial dilation  A4C, A2C, Parasternal_Long,       LA volume (A4C / A2C) and its antero-
+                        Doppler_Parasternal_Long          posterior diameter (PLAX)
+
+Elsewhere the cut is oblique or foreshortened and the structure *looks* like an arbitrary
+grade: each clip draws its own LV (apparent EF uniform 15-75), LA size and echo-free band
+(mimicking fat pads and pleural fluid), independent of the study's truth. A finding must be
+read from the views that show it; pooling a study's videos uniformly mixes it with these
+look-alikes, which is what learned attention per report section is for.
+
+How each finding is drawn (distances in units of the sector depth R; ~0.7 px per unit of
+0.01 R at the demo's 64 px):
+* LVEF: the LV cavity's radii follow volume^(1/3) from end-diastole to end-systole, and the LV
+  is dilated when the EF is low (+1.2% per point below 60%, at most 1.5x, as in dilated
+  cardiomyopathy; the report calls EF < 50% dilated). EF is drawn from a mixture like an echo
+  lab's case mix: 60% normal (N(62, 4), >= 54) and 40% reduced (uniform 15-50).
+* pericardial effusion: an echo-free band between the LV's bright wall and the bright
+  pericardium, 0 / 0.045 / 0.085 / 0.125 R wide for none / mild / moderate / severe.
+* left-atrial dilation: the LA's radii x 1 / 1.22 / 1.44 / 1.66.
+* colour-flow jets in the Doppler views.
 
 Files: DIR/dicom/<study>/<n>.dcm, DIR/reports.csv (StudyInstanceUID, report),
 DIR/ground_truth.csv (per study: LVEF, findings with severity) and DIR/videos.csv (per file:
@@ -41,31 +68,61 @@ from data_prep import dicom_writer, reports
 from data_prep.views import COARSE_VIEWS, DOPPLER_VIEWS
 
 SEVERITIES = ("none", "mild", "moderate", "severe")
+SEVERITY_P = (0.55, 0.2, 0.15, 0.1)  # how often each grade is true (and mimicked)
 FINDINGS = ("pericardial_effusion", "left_atrium_dilation")
 
-# Per view: sector (apex x as a fraction of width, apex y, half-angle rad, depth as a fraction
-# of height) and chambers as (name, centre-x, centre-y in sector-relative units [-1, 1] x [0, 1],
-# radius-x, radius-y).
-_VIEW_LAYOUT = {
-    "A4C": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.25, 0.35, 0.20, 0.22), ("RV", 0.25, 0.35, 0.16, 0.20),
-                                        ("LA", -0.25, 0.75, 0.17, 0.12), ("RA", 0.25, 0.75, 0.15, 0.12)]),
-    "A2C": ((0.50, 0.04, 0.62, 0.92), [("LV", 0.0, 0.38, 0.22, 0.24), ("LA", 0.0, 0.78, 0.20, 0.12)]),
-    "A3C": ((0.50, 0.04, 0.65, 0.92), [("LV", -0.10, 0.38, 0.22, 0.24), ("LA", -0.15, 0.78, 0.17, 0.12),
-                                        ("AO", 0.25, 0.70, 0.08, 0.16)]),
-    "A5C": ((0.50, 0.04, 0.72, 0.92), [("LV", -0.25, 0.35, 0.20, 0.22), ("RV", 0.25, 0.35, 0.16, 0.20),
-                                        ("AO", 0.0, 0.62, 0.07, 0.10), ("LA", -0.2, 0.80, 0.15, 0.10)]),
-    "Apical_Doppler": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.2, 0.4, 0.2, 0.22), ("LA", -0.2, 0.78, 0.15, 0.11)]),
-    "Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.30, 0.55, 0.35, 0.14), ("RV", -0.10, 0.22, 0.45, 0.07),
-                                                    ("LA", 0.45, 0.60, 0.15, 0.14), ("AO", 0.30, 0.35, 0.20, 0.07)]),
-    "Doppler_Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.30, 0.55, 0.35, 0.14),
-                                                            ("LA", 0.45, 0.60, 0.15, 0.14)]),
-    "Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("LV", 0.0, 0.55, 0.25, 0.25), ("RV", -0.35, 0.30, 0.25, 0.10)]),
-    "Doppler_Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("AO", 0.0, 0.5, 0.12, 0.12), ("RA", -0.35, 0.45, 0.15, 0.15),
-                                                             ("PA", 0.35, 0.35, 0.12, 0.20)]),
-    "SSN": ((0.50, 0.03, 0.50, 0.90), [("AO", 0.0, 0.45, 0.60, 0.12), ("PA", 0.0, 0.72, 0.12, 0.10)]),
-    "Subcostal": ((0.30, 0.05, 0.60, 0.90), [("LV", 0.2, 0.55, 0.20, 0.18), ("RV", -0.05, 0.40, 0.25, 0.14),
-                                             ("LA", 0.35, 0.80, 0.14, 0.10), ("RA", 0.0, 0.78, 0.16, 0.10)]),
+# The views where each finding (and the LVEF) can be read: module docstring.
+FINDING_VIEWS = {
+    "lvef": ("A4C", "A2C", "A3C", "A5C", "Parasternal_Short"),
+    "pericardial_effusion": ("Parasternal_Long", "Parasternal_Short", "Doppler_Parasternal_Long",
+                             "Subcostal"),
+    "left_atrium_dilation": ("A4C", "A2C", "Parasternal_Long", "Doppler_Parasternal_Long"),
 }
+PROTOCOL_VIEWS = ("Parasternal_Long", "Parasternal_Short", "A4C")  # in every study
+
+EFFUSION_WIDTH = (0.0, 0.045, 0.085, 0.125)  # per severity, in units of the sector depth
+LA_SCALE = (1.0, 1.22, 1.44, 1.66)
+_WALL = 0.03  # myocardium thickness (units of the sector depth)
+_PERICARDIUM = 0.015
+
+# Per view: sector (apex x as a fraction of width, apex y as a fraction of height, half-angle
+# rad, depth as a fraction of height) and chambers as (name, centre x, centre y, radius x,
+# radius y) in units of the depth R, x across from the apex, y down from it.
+_VIEW_LAYOUT = {
+    "A4C": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.16, 0.37, 0.13, 0.22),
+                                        ("RV", 0.16, 0.37, 0.11, 0.20),
+                                        ("LA", -0.15, 0.76, 0.11, 0.09),
+                                        ("RA", 0.15, 0.76, 0.10, 0.09)]),
+    "A2C": ((0.50, 0.04, 0.62, 0.92), [("LV", 0.0, 0.38, 0.15, 0.24),
+                                        ("LA", 0.0, 0.77, 0.13, 0.09)]),
+    "A3C": ((0.50, 0.04, 0.65, 0.92), [("LV", -0.06, 0.38, 0.14, 0.23),
+                                        ("LA", -0.08, 0.77, 0.11, 0.09),
+                                        ("AO", 0.17, 0.66, 0.06, 0.12)]),
+    "A5C": ((0.50, 0.04, 0.72, 0.92), [("LV", -0.16, 0.35, 0.13, 0.21),
+                                        ("RV", 0.16, 0.35, 0.11, 0.19),
+                                        ("AO", 0.0, 0.63, 0.05, 0.08),
+                                        ("LA", -0.14, 0.81, 0.10, 0.07)]),
+    "Apical_Doppler": ((0.50, 0.04, 0.70, 0.92), [("LV", -0.14, 0.40, 0.13, 0.22),
+                                                  ("LA", -0.14, 0.78, 0.11, 0.09)]),
+    "Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.12, 0.56, 0.21, 0.10),
+                                                    ("RV", -0.04, 0.25, 0.12, 0.05),
+                                                    ("LA", 0.22, 0.60, 0.08, 0.08),
+                                                    ("AO", 0.14, 0.38, 0.10, 0.05)]),
+    "Doppler_Parasternal_Long": ((0.50, 0.03, 0.55, 0.95), [("LV", -0.12, 0.56, 0.21, 0.10),
+                                                            ("LA", 0.22, 0.60, 0.08, 0.08)]),
+    "Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("LV", 0.0, 0.58, 0.15, 0.15),
+                                                     ("RV", -0.12, 0.33, 0.09, 0.05)]),
+    "Doppler_Parasternal_Short": ((0.50, 0.03, 0.55, 0.95), [("AO", 0.0, 0.52, 0.07, 0.07),
+                                                             ("RA", -0.20, 0.50, 0.08, 0.08),
+                                                             ("PA", 0.18, 0.38, 0.06, 0.10)]),
+    "SSN": ((0.50, 0.03, 0.50, 0.90), [("AO", 0.0, 0.45, 0.22, 0.06),
+                                        ("PA", 0.0, 0.72, 0.07, 0.06)]),
+    "Subcostal": ((0.30, 0.05, 0.60, 0.90), [("LV", 0.14, 0.58, 0.12, 0.11),
+                                             ("RV", -0.02, 0.40, 0.14, 0.07),
+                                             ("LA", 0.20, 0.80, 0.08, 0.06),
+                                             ("RA", 0.0, 0.78, 0.10, 0.06)]),
+}
+
 _FIRST_NAMES = ("ANNA", "JOHN", "MARIA", "WEI", "FATIMA", "OLIVER", "PRIYA", "CARLOS")
 _LAST_NAMES = ("SMITH", "GARCIA", "NGUYEN", "MULLER", "OKAFOR", "KOWALSKI", "TANAKA", "SILVA")
 
@@ -84,10 +141,17 @@ class Study:
 
 
 def make_study(rng: np.random.Generator, index: int, max_videos: int = 6) -> Study:
-  lvef = float(np.clip(rng.normal(55, 12), 15, 75))
-  findings = {f: SEVERITIES[int(rng.choice(4, p=[0.55, 0.2, 0.15, 0.1]))] for f in FINDINGS}
-  n = int(rng.integers(3, max_videos + 1))
-  views = list(rng.choice(COARSE_VIEWS, size=n, replace=False))
+  """One study's ground truth: LVEF from the mixture in the module docstring, findings, and
+  the protocol views plus 0 to max_videos - 3 others, in a random order."""
+  if rng.random() < 0.6:
+    lvef = float(np.clip(rng.normal(62, 4), 54, 75))
+  else:
+    lvef = float(rng.uniform(15, 50))
+  findings = {f: SEVERITIES[int(rng.choice(4, p=SEVERITY_P))] for f in FINDINGS}
+  others = [v for v in COARSE_VIEWS if v not in PROTOCOL_VIEWS]
+  n = int(rng.integers(0, max(max_videos - len(PROTOCOL_VIEWS), 0) + 1))
+  views = [*PROTOCOL_VIEWS, *(str(v) for v in rng.choice(others, size=n, replace=False))]
+  views = [views[i] for i in rng.permutation(len(views))]
   name = f"{rng.choice(_LAST_NAMES)}^{rng.choice(_FIRST_NAMES)}"
   study_uid = f"2.25.{index + 1}{int(rng.integers(10**12, 10**13))}"  # deterministic per seed
   return Study(index, name, f"MRN{rng.integers(10**7, 10**8)}", study_uid,
@@ -114,23 +178,33 @@ def report_text(study: Study) -> str:
       "\n".join(f"{k}: {v}" for k, v in s.items())).items())
 
 
+def _shown(finding: str, view: str) -> bool:
+  return view in FINDING_VIEWS[finding]
+
+
 def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, fps: float,
                 height: int, width: int, color: bool) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-  """(T, H, W, 3) uint8 clip and the sector's bounding box (x0, y0, x1, y1)."""
+  """(T, H, W, 3) uint8 clip and the sector's bounding box (x0, y0, x1, y1). The random draws
+  do not depend on the findings: one rng state gives the same clip for two studies wherever
+  the view does not show what differs between them."""
   (ax, ay, half, depth), chambers = _VIEW_LAYOUT[view]
   apex = (ax * width + rng.normal(0, 0.01) * width, ay * height)
   radius = depth * height
   yy, xx = np.mgrid[:height, :width].astype(np.float32)
-  dy, dx = yy - apex[1], xx - apex[0]
-  r, ang = np.hypot(dx, dy), np.arctan2(dx, dy)
-  sector = (r < radius) & (np.abs(ang) < half)
-  # sector-relative coordinates: u in [-1, 1] across, v in [0, 1] down
-  u = ang / half
-  v = r / radius
-  ed_to_es = (1 - study.lvef / 100.0) ** (1 / 3)  # radius ratio for the EF's volume ratio
-  lv_dilation = min(1 + 0.02 * max(0.0, 60.0 - study.lvef), 1.7)  # end-diastolic size
-  la_scale = 1 + 0.18 * SEVERITIES.index(study.findings["left_atrium_dilation"])
-  effusion = 0.035 * SEVERITIES.index(study.findings["pericardial_effusion"])
+  x, y = (xx - apex[0]) / radius, (yy - apex[1]) / radius  # units of the depth R
+  r, ang = np.hypot(x, y), np.arctan2(x, y)
+  sector = (r < 1) & (np.abs(ang) < half)
+  # what an oblique cut makes a structure look like, drawn whatever the view (the stream of
+  # random numbers must not depend on the view or the findings)
+  mimic = {"lvef": float(rng.uniform(15, 75)),
+           **{f: SEVERITIES[int(rng.choice(4, p=SEVERITY_P))] for f in FINDINGS}}
+  lvef = study.lvef if _shown("lvef", view) else mimic["lvef"]
+  ed_to_es = (1 - lvef / 100.0) ** (1 / 3)  # radius ratio for the EF's volume ratio
+  lv_dilation = min(1 + 0.012 * max(0.0, 60.0 - lvef), 1.5)  # end-diastolic size
+  grade = lambda f: SEVERITIES.index(  # noqa: E731
+      study.findings[f] if _shown(f, view) else mimic[f])
+  la_scale = LA_SCALE[grade("left_atrium_dilation")]
+  effusion = EFFUSION_WIDTH[grade("pericardial_effusion")]
   cycle = rng.uniform(0.8, 1.2)  # seconds per beat
   phase0 = rng.uniform(0, 1)
   tissue = rng.uniform(0.35, 0.55)
@@ -139,27 +213,31 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
   x0, y0 = int(max(np.floor(apex[0] - radius * math.sin(half)), 0)), int(apex[1])
   box = (x0, y0, int(min(np.ceil(apex[0] + radius * math.sin(half)), width - 1)),
          int(min(np.ceil(apex[1] + radius), height - 1)))
+  ellipse = lambda cx, cy, rx, ry: ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 < 1  # noqa: E731
   for t in range(frames):
     phase = (t / fps / cycle + phase0) % 1.0
     contraction = 0.5 * (1 - math.cos(2 * math.pi * phase))  # 0 at end-diastole, 1 at systole
     image = np.full((height, width), tissue, np.float32)
-    for name, cu, cv, rx, ry in chambers:
-      scale = 1.0
+    for name, cx, cy, rx, ry in chambers:
       if name == "LV":
-        scale = lv_dilation * (1 - (1 - ed_to_es) * contraction)
+        s = lv_dilation * (1 - (1 - ed_to_es) * contraction)
+        rx, ry = rx * s, ry * s
+        wall, fluid = _WALL, _WALL + effusion
+        if effusion > 0:  # the pericardium's bright line, then the echo-free effusion inside
+          image[ellipse(cx, cy, rx + fluid + _PERICARDIUM, ry + fluid + _PERICARDIUM)] = 0.9
+          image[ellipse(cx, cy, rx + fluid, ry + fluid)] = 0.04
+        else:
+          image[ellipse(cx, cy, rx + wall + _PERICARDIUM, ry + wall + _PERICARDIUM)] = 0.9
+        image[ellipse(cx, cy, rx + wall, ry + wall)] = tissue + 0.25  # bright myocardium
       elif name == "LA":
-        scale = la_scale * (1 + 0.1 * contraction)
-      d = ((u - cu) / (rx * scale)) ** 2 + ((v - cv) / (ry * scale)) ** 2
-      if name == "LV" and effusion > 0:
-        image[(d >= 1.25) & (d < 1.25 + 12 * effusion)] = 0.04  # fluid: dark ring
-      image[d < 1] = 0.06  # blood: dark
-      if name == "LV":
-        image[(d >= 1) & (d < 1.25)] = tissue + 0.25  # bright myocardium
+        s = la_scale * (1 + 0.1 * contraction)
+        rx, ry = rx * s, ry * s
+      image[ellipse(cx, cy, rx, ry)] = 0.06  # blood: dark
     speckle = 0.5 * persistent + 0.5 * rng.rayleigh(0.6, (height, width)).astype(np.float32)
-    gray = np.clip(image * speckle * (1 - 0.35 * v) * 255, 0, 255)
+    gray = np.clip(image * speckle * (1 - 0.35 * r) * 255, 0, 255)
     frame = np.repeat(gray[..., None], 3, -1)
     if color and view in DOPPLER_VIEWS:
-      jet = ((u - 0.0) ** 2 / 0.02 + (v - 0.55) ** 2 / 0.03) < 1
+      jet = ellipse(0.0, 0.55, 0.08, 0.15)
       strength = math.sin(math.pi * phase)
       frame[jet] = [200 * strength + 40, 40, 255 * (1 - strength) + 40]
     frame[~sector] = 0

@@ -10,12 +10,13 @@ over the embeddings (exact below 20,000 candidates, ScaNN above, or forced with 
 evaluate: the held-out split's section embeddings (the MIL run's export) query the database;
 retrieved reports and kNN measurements are scored against the studies' own reports and against
 a random-neighbour / mean / majority baseline (`retrieval/evaluate.py`). Prints a table, writes
-JSON with --out.
+JSON with --out and every held-out study's outcomes as CSV with --queries_out.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -84,15 +85,25 @@ def evaluate(args) -> int:
   z = np.load(_run_file(args.mil_run, "export", f"{split}_sections.npz"))
   db = CandidateDatabase.load(args.db)
   truth = _split_reports(cfg["data"]["dir"], split, z["study_ids"])
-  metrics = evaluate_lib.evaluate(db, z["section_embedding"],
-                                  tuple(str(s) for s in z["sections"]), truth, k=args.k,
-                                  match=args.match, consensus=args.consensus)
+  outcomes = evaluate_lib.per_query(db, z["section_embedding"],
+                                    tuple(str(s) for s in z["sections"]), truth, k=args.k,
+                                    match=args.match, consensus=args.consensus)
+  metrics = {**evaluate_lib.summarise(outcomes), "queries": float(len(truth)),
+             "candidates": float(len(db))}
   width = max(len(k) for k in metrics)
   for key, value in metrics.items():
     print(f"{key:<{width}}  {value:.4f}")
   if args.out:
-    with open(args.out, "w") as f:
+    with open(args.out + ".tmp", "w") as f:
       json.dump(metrics, f, indent=2)
+    os.replace(args.out + ".tmp", args.out)
+  if args.queries_out:
+    with open(args.queries_out + ".tmp", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["study_id", *outcomes])
+      for i, study in enumerate(z["study_ids"]):
+        writer.writerow([str(study), *(f"{v[i]:.6g}" for v in outcomes.values())])
+    os.replace(args.queries_out + ".tmp", args.queries_out)
   return 0
 
 
@@ -126,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                  help="compose each section from the nearest neighbour having it (1, "
                       "EchoPrime's rule) or from the medoid of the N nearest having it")
   e.add_argument("--out", default="", help="write the metrics as JSON here")
+  e.add_argument("--queries_out", default="",
+                 help="write every held-out study's outcomes as CSV here (one row per study, "
+                      "its pseudonym and one column per figure, nan where one does not apply; "
+                      "the figures are the columns' means): for intervals over studies")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from scipy import optimize
 
+from echoprime_jax.bootstrap import resampled_studies
+
 PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
@@ -102,10 +104,8 @@ def _metrics(kind: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def bootstrap(kind: str, y: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0
               ) -> dict[str, tuple[float, float]]:
-  rng = np.random.default_rng(seed)
   draws: dict[str, list[float]] = {}
-  for _ in range(n):
-    i = rng.integers(0, len(y), len(y))
+  for i in resampled_studies(len(y), n, seed):  # a row per study (the probe's level)
     for k, v in _metrics(kind, y[i], pred[i]).items():
       if not math.isnan(v):
         draws.setdefault(k, []).append(v)

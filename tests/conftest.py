@@ -84,8 +84,9 @@ def _clean_env() -> dict:
 # -- the quick demo (`python -m echoprime_jax.demo --quick`): the learning tests and every later
 # stage share its folders. The suite runs on two pytest-xdist workers (pyproject.toml:
 # `-n 2 --dist loadgroup`); every test that uses the demo's folders is put in one group, so
-# one worker runs the chain once while the other runs everything else. Each fixture advances the same demo folder to one stage; stages
-# already done are reused, so the whole chain runs once per session.
+# one worker runs the chain once while the other runs everything else. Each fixture advances the
+# same demo folder to one stage; stages already done are reused, so the whole chain runs once
+# per session.
 
 
 @pytest.fixture(scope="session")
@@ -104,22 +105,22 @@ def _demo(demo_dir, until: str):
 
 
 @pytest.fixture(scope="session")
-def synthetic_100_archive(demo_dir):
-  """The demo's synthetic archive: 100 studies (DICOM folders, reports, ground truth)."""
+def demo_archive(demo_dir):
+  """The demo's synthetic archive: 160 studies (DICOM folders, reports, ground truth)."""
   _demo(demo_dir, "archive")
   return demo_dir / "archive"
 
 
 @pytest.fixture(scope="session")
-def synthetic_100(synthetic_100_archive, demo_dir):
-  """The demo's shards of `synthetic_100_archive` (64 px, 60/40 train/val by patient): enough
+def demo_shards(demo_archive, demo_dir):
+  """The demo's shards of `demo_archive` (64 px, 50/50 train/val by patient): enough
   studies for the learning tests (recall, views)."""
   _demo(demo_dir, "shards")
   return demo_dir / "shards"
 
 
 @pytest.fixture(scope="session")
-def tiny_pretrain_run(synthetic_100, demo_dir):
+def tiny_pretrain_run(demo_shards, demo_dir):
   """(workdir, CompletedProcess) of the demo's tiny pretraining (500 steps, evaluated every
   100): the recall test reads its metrics, later stages its towers."""
   return demo_dir / "pretrain", _demo(demo_dir, "pretrain")
@@ -145,7 +146,7 @@ def demo_run(tiny_mil_run, demo_dir):
   return demo_dir, _demo(demo_dir, "probes")
 
 
-_DEMO_FIXTURES = {"demo_dir", "synthetic_100_archive", "synthetic_100", "tiny_pretrain_run",
+_DEMO_FIXTURES = {"demo_dir", "demo_archive", "demo_shards", "tiny_pretrain_run",
                   "tiny_views_run", "tiny_mil_run", "demo_run"}
 
 

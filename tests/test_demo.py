@@ -23,7 +23,8 @@ OUTPUTS = ("archive/ground_truth.csv", "shards/studies.parquet", "shards/manifes
            "interpret/interpretation.json", "probes/lvef_summary.json",
            "probes/left_atrium_dilated_summary.json", "summary.md", "summary.json",
            "plots/pretrain_loss.png", "plots/pretrain_recall.png", "plots/mil_recall.png",
-           "plots/views_confusion.png")
+           "plots/views_confusion.png", "retrieval_queries.csv",
+           "mil/export/val_section_ranks.npz")
 
 
 def test_quick_demo_beats_every_baseline(demo_run):
@@ -32,12 +33,23 @@ def test_quick_demo_beats_every_baseline(demo_run):
     assert os.path.isfile(workdir / name), name
   summary = json.load(open(workdir / "summary.json"))
   print(open(workdir / "summary.md").read())
+  assert summary["held_out_studies"] >= 70  # the intervals' width follows from it
   rows = {r["figure"]: r for r in summary["rows"]}
-  assert len(rows) == 11
+  judged = [r for r in rows.values() if r["judged"]]
+  assert len(judged) == 10 and len(rows) == 12
   for r in rows.values():
+    lo, hi = r["interval"]
+    assert lo <= r["value"] <= hi, r
+  for r in judged:
+    # "beats it" means the whole 95% interval over held-out studies clears the baseline
+    lo, hi = r["interval"]
+    assert (lo > r["baseline"]) if r["higher_is_better"] else (hi < r["baseline"]), r
     assert r["beats_baseline"], r
+  # intervals are real: a proportion over ~80 studies is not known to +-0.03
+  r10 = rows["study->report retrieval R@10"]
+  assert r10["interval"][1] - r10["interval"][0] > 0.06
   # the table the user sees is the one in summary.md
-  assert "| figure | value | baseline | beats it |" in run.stdout
+  assert "| figure | value [95% interval] | baseline | beats it |" in run.stdout
   assert "NO |" not in run.stdout
   # the plots are drawn (not blank canvases)
   from PIL import Image
@@ -62,3 +74,11 @@ def test_rerun_reuses_every_stage(demo_run):
                           str(workdir)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
   assert other.returncode != 0 and "--fresh" in other.stderr
+
+
+def test_a_figure_beats_its_baseline_only_when_its_interval_clears_it():
+  up = demo.Figure("R@1", 0.30, (0.22, 0.38), 0.20, "chance", True)
+  assert up.beats
+  assert not demo.Figure("R@1", 0.30, (0.19, 0.38), 0.20, "chance", True).beats
+  assert demo.Figure("MAE", 6.0, (5.0, 7.9), 8.0, "mean", False).beats
+  assert not demo.Figure("MAE", 6.0, (5.0, 8.1), 8.0, "mean", False).beats

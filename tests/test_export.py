@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_export_val_split(tiny_pretrain_run, tiny_mil_run, tiny_views_run, synthetic_100,
+def test_export_val_split(tiny_pretrain_run, tiny_mil_run, tiny_views_run, demo_shards,
                           tmp_path):
   mil_dir, run = tiny_mil_run
   assert run.returncode == 0, run.stderr[-3000:]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   cmd = [sys.executable, "-m", "echoprime_jax.export", "--towers", str(tiny_pretrain_run[0]),
-         "--data", str(synthetic_100), "--split", "val", "--out", str(tmp_path / "out"),
+         "--data", str(demo_shards), "--split", "val", "--out", str(tmp_path / "out"),
          "--mil", str(mil_dir), "--batch", "16"]
   first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert first.returncode == 0, first.stderr[-3000:]
@@ -27,7 +27,7 @@ def test_export_val_split(tiny_pretrain_run, tiny_mil_run, tiny_views_run, synth
   studies = pq.read_table(out / "studies.parquet").to_pydict()
   v = np.load(out / "video_embeddings.npy")
   from echoprime_jax.data.shards import ShardIndex
-  n_val = len(ShardIndex(str(synthetic_100)).studies("val"))
+  n_val = len(ShardIndex(str(demo_shards)).studies("val"))
   assert v.shape == (len(videos["study_id"]), 64) and len(studies["study_id"]) == n_val
   np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
   assert sum(studies["num_videos"]) == len(v)
@@ -71,7 +71,7 @@ def test_export_val_split(tiny_pretrain_run, tiny_mil_run, tiny_views_run, synth
 
   # every pooling level and zero-shot (the export's towers embed the prompts), side by side
   probe = subprocess.run([sys.executable, "-m", "echoprime_jax.probe", "--export", str(out),
-                          "--data", str(synthetic_100), "--labels", "rules", "--target",
+                          "--data", str(demo_shards), "--labels", "rules", "--target",
                           "pericardial_effusion", "--ablation", "--zero_shot",
                           "--bootstraps", "50"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

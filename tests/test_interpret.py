@@ -126,10 +126,10 @@ def _held_out_study(archive):
 
 
 def test_interprets_a_held_out_study(database, tiny_mil_run, tiny_views_run,
-                                     synthetic_100_archive, synthetic_100, tmp_path):
+                                     demo_archive, demo_shards, tmp_path):
   views_dir, views_run = tiny_views_run
   assert views_run.returncode == 0, views_run.stderr[-3000:]
-  held_out, truth, files = _held_out_study(synthetic_100_archive)
+  held_out, truth, files = _held_out_study(demo_archive)
   folder, junk, planted = _as_patient_folder(held_out, tmp_path)
   out = tmp_path / "out"
   run = _cli(folder, "--model", tiny_mil_run[0], "--index", database, "--views", views_dir,

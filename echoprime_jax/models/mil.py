@@ -13,6 +13,8 @@ embedding ++ 11-d view one-hot, `section_table.video_features`), `video_mask: (B
   can learn "which view informs this section" while the pooled embedding stays in the video
   tower's space; the projection starts as the identity (the towers' joint space is already
   aligned by pretraining). `log_scale` is the temperature of the stage's contrastive loss.
+  `attention="uniform"` weighs every real video the same (the projection is still trained):
+  the ablation that says what learned attention adds.
 * `FixedTableMIL` (not trainable): EchoPrime's released form, a (S, K) table of weights per
   (section, view) (`section_table.read_csv`); attention[s, v] = table[s, view(v)] normalised over
   the study's videos, so the pooled direction equals `section_table.pool`'s.
@@ -39,6 +41,9 @@ class MILConfig:
   hidden_dim: int = 128
   out_dim: int = 512
   identity_init: bool = True  # projection starts as the identity (needs out_dim == embed_dim)
+  # "gated": learned attention; "uniform": every real video weighs the same (the ablation
+  # that trains the projection alone: what attention adds over plain pooling)
+  attention: str = "gated"
   init_temperature: float = 0.07
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -60,6 +65,8 @@ class GatedAttentionMIL(nnx.Module):
 
   def __init__(self, cfg: MILConfig, *, rngs: nnx.Rngs):
     self.config = cfg
+    if cfg.attention not in ("gated", "uniform"):
+      raise ValueError(f"attention must be gated or uniform, got {cfg.attention!r}")
     kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
     self.attn_v = layers.linear(cfg.feature_dim, cfg.hidden_dim, **kw)
     self.attn_u = layers.linear(cfg.feature_dim, cfg.hidden_dim, **kw)
@@ -77,6 +84,8 @@ class GatedAttentionMIL(nnx.Module):
     """(B, V, F), (B, V) -> (B, S, V) weights."""
     gated = jnp.tanh(self.attn_v(features)) * jax.nn.sigmoid(self.attn_u(features))
     scores = self.attn_w(gated).astype(jnp.float32).transpose(0, 2, 1)  # (B, S, V)
+    if self.config.attention == "uniform":
+      scores = jnp.zeros_like(scores)
     return _masked_softmax(scores, video_mask)
 
   def __call__(self, features: jax.Array, video_mask: jax.Array

@@ -31,7 +31,9 @@ def lvef_band(value: np.ndarray) -> np.ndarray:
 
 
 def _agreement(db: CandidateDatabase, generated: list[dict[str, str]],
-               truth: dict[str, np.ndarray]) -> dict[str, float]:
+               truth: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Per query (Q,): 1 / 0 agreement (absolute error for `_mae`), NaN where the truth is
+  silent (or, for the error, the composed report is)."""
   got = db.rules.table(generated)
   out = {}
   for rule in db.rules.rules:
@@ -40,19 +42,19 @@ def _agreement(db: CandidateDatabase, generated: list[dict[str, str]],
     if not ok.any():
       continue
     if rule.mode == "regression":
-      tb, gb = lvef_band(t[ok]), lvef_band(g[ok])
-      out[f"report/{rule.name}_band_accuracy"] = float(np.mean(tb == gb))
-      both = ok & ~np.isnan(g)
-      out[f"report/{rule.name}_mae"] = float(np.mean(np.abs(t[both] - g[both])))
+      out[f"report/{rule.name}_band_accuracy"] = np.where(
+          ok, lvef_band(t) == lvef_band(g), np.nan)
+      out[f"report/{rule.name}_mae"] = np.abs(t - g)  # NaN where either is
     else:
-      out[f"report/{rule.name}_accuracy"] = float(np.mean(t[ok] == g[ok]))
+      out[f"report/{rule.name}_accuracy"] = np.where(ok, t == g, np.nan)
   return out
 
 
-def _random_agreement(db: CandidateDatabase, truth: dict[str, np.ndarray]) -> dict[str, float]:
-  """The agreement `_agreement` expects when every section is copied from a uniformly random
-  candidate having it: exact, averaged over all candidates (one random draw of 42 queries
-  moves by +-0.08, as much as the effects it is the baseline for)."""
+def _random_agreement(db: CandidateDatabase, truth: dict[str, np.ndarray]
+                      ) -> dict[str, np.ndarray]:
+  """Per query, the agreement `_agreement` expects when every section is copied from a
+  uniformly random candidate having it: exact, averaged over all candidates (one random draw
+  of 42 queries moves by +-0.08, as much as the effects it is the baseline for)."""
   out = {}
   for rule in db.rules.rules:
     t = truth[rule.name]
@@ -60,21 +62,23 @@ def _random_agreement(db: CandidateDatabase, truth: dict[str, np.ndarray]) -> di
     pool = db.labels[rule.name][db.has_section(rule.section)]  # NaN: section silent on it
     if not ok.any() or not len(pool):
       continue
-    t = t[ok][:, None]
+    t = t[:, None]
     if rule.mode == "regression":
-      agree = lvef_band(t) == lvef_band(pool)[None]
-      out[f"report/{rule.name}_band_accuracy"] = float(agree.mean())
+      agree = (lvef_band(t) == lvef_band(pool)[None]).mean(1)
+      out[f"report/{rule.name}_band_accuracy"] = np.where(ok, agree, np.nan)
       stated = pool[~np.isnan(pool)][None]
-      out[f"report/{rule.name}_mae"] = float(np.abs(t - stated).mean())
+      out[f"report/{rule.name}_mae"] = np.where(ok, np.abs(t - stated).mean(1), np.nan)
     else:
-      out[f"report/{rule.name}_accuracy"] = float((t == pool[None]).mean())
+      out[f"report/{rule.name}_accuracy"] = np.where(ok, (t == pool[None]).mean(1), np.nan)
   return out
 
 
-def evaluate(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[str, ...],
-             truth_sections: list[dict[str, str]], k: int = 50, match: str = "section",
-             consensus: int = 1) -> dict[str, float]:
-  """queries (Q, S, D) section embeddings of held-out studies; truth_sections their reports."""
+def per_query(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[str, ...],
+              truth_sections: list[dict[str, str]], k: int = 50, match: str = "section",
+              consensus: int = 1) -> dict[str, np.ndarray]:
+  """Every outcome per held-out study (Q,), NaN where it does not apply: the means of these
+  are `evaluate`'s figures (an AUC is not a mean: `knn/<rule>_probability` with
+  `truth/<rule>` give it). queries (Q, S, D) section embeddings; truth_sections their reports."""
   truth = db.rules.table(truth_sections)
   nbrs, _ = report_composer.section_neighbours(queries, db, max(k, 1), match=match,
                                                section_names=section_names)
@@ -90,20 +94,44 @@ def evaluate(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[st
     cand = db.labels[rule.name]
     cand = cand[~np.isnan(cand)]
     if rule.mode == "regression":
-      pred = np.asarray([m[rule.name]["value"] for m in measured])
-      both = ok & ~np.isnan(pred)
-      out[f"knn/{rule.name}_mae"] = float(np.mean(np.abs(pred[both] - t[both])))
-      out[f"mean_baseline/{rule.name}_mae"] = float(np.mean(np.abs(cand.mean() - t[ok])))
+      pred = np.asarray([m[rule.name]["value"] for m in measured], np.float64)
+      out[f"knn/{rule.name}_mae"] = np.abs(pred - t)
+      out[f"mean_baseline/{rule.name}_mae"] = np.abs(cand.mean() - t)
     elif rule.mode == "binary":
-      p = np.asarray([m[rule.name]["probability"] for m in measured])
-      both = ok & ~np.isnan(p)
-      out[f"knn/{rule.name}_auc"] = auc(p[both], t[both])
+      out[f"knn/{rule.name}_probability"] = np.asarray(
+          [m[rule.name]["probability"] for m in measured], np.float64)
+      out[f"truth/{rule.name}"] = t
     else:
       grade = np.asarray([np.nan if m[rule.name]["grade"] is None else
                           labels_lib.SEVERITY.index(m[rule.name]["grade"]) for m in measured])
-      out[f"knn/{rule.name}_grade_accuracy"] = float(np.mean(grade[ok] == t[ok]))
+      out[f"knn/{rule.name}_grade_accuracy"] = np.where(ok, grade == t, np.nan)
       majority = np.bincount(cand.astype(int), minlength=4).argmax() if len(cand) else 0
-      out[f"majority_baseline/{rule.name}_grade_accuracy"] = float(np.mean(t[ok] == majority))
+      out[f"majority_baseline/{rule.name}_grade_accuracy"] = np.where(ok, t == majority, np.nan)
+  return out
+
+
+def summarise(outcomes: dict[str, np.ndarray]) -> dict[str, float]:
+  """`per_query`'s outcomes -> the figures: means over the queries each applies to, and the
+  kNN AUC of each binary rule."""
+  out = {}
+  for key, value in outcomes.items():
+    if key.startswith("truth/"):
+      continue
+    if key.endswith("_probability"):
+      rule = key[len("knn/"):-len("_probability")]
+      t = outcomes[f"truth/{rule}"]
+      both = ~np.isnan(t) & ~np.isnan(value)
+      out[f"knn/{rule}_auc"] = auc(value[both], t[both])
+    elif (~np.isnan(value)).any():
+      out[key] = float(np.nanmean(value))
+  return out
+
+
+def evaluate(db: CandidateDatabase, queries: np.ndarray, section_names: tuple[str, ...],
+             truth_sections: list[dict[str, str]], k: int = 50, match: str = "section",
+             consensus: int = 1) -> dict[str, float]:
+  """`per_query` summarised; plus the number of queries and candidates."""
+  out = summarise(per_query(db, queries, section_names, truth_sections, k, match, consensus))
   out["queries"] = float(len(queries))
   out["candidates"] = float(len(db))
   return out

@@ -31,11 +31,14 @@ the aggregator must beat. The attention table (mean attention per (section, view
 uniform, min-max scaled per section) is written at every evaluation to
 WORKDIR/attention/step_N.csv in EchoPrime's format.
 
-Outputs at the end (from the best evaluated checkpoint): WORKDIR/attention_table.csv (EchoPrime's format, from the eval split; load it
-anywhere with `section_table.read_csv` or `--config.table`), and for each split
+Outputs at the end (from the best evaluated checkpoint, the last without best_metric):
+WORKDIR/attention_table.csv (EchoPrime's format, from the eval split; load it anywhere with
+`section_table.read_csv` or `--config.table`), and for each split
 WORKDIR/export/<split>_attention.csv (per video: study, record, view, its attention in each
-section) and WORKDIR/export/<split>_sections.npz (study_ids, section_embedding (M, S, D)
-L2-normalised, present (M, S)). `--config.table=CSV` skips training and evaluates / exports
+section), WORKDIR/export/<split>_sections.npz (study_ids, section_embedding (M, S, D)
+L2-normalised, present (M, S)) and WORKDIR/export/<split>_section_ranks.npz (per section
+query: study, section, candidates, the learned pooling's rank and uniform pooling's; for
+intervals over studies). `--config.table=CSV` skips training and evaluates / exports
 with that fixed table (e.g. EchoPrime's released one).
 """
 
@@ -69,7 +72,8 @@ def model_config(cfg: Any, embed_dim: int) -> mil.MILConfig:
   return mil.MILConfig(num_sections=len(section_table.TABLE_SECTIONS),
                        feature_dim=embed_dim + len(COARSE_VIEWS), embed_dim=embed_dim,
                        hidden_dim=cfg.mil.hidden_dim, out_dim=embed_dim,
-                       init_temperature=cfg.mil.init_temperature)
+                       init_temperature=cfg.mil.init_temperature,
+                       attention=cfg.mil.get("attention", "gated"))  # older runs: gated
 
 
 def abstract_graphdef(cfg: Any, embed_dim: int):
@@ -146,17 +150,14 @@ def predict(model, batch: dict) -> tuple[jax.Array, jax.Array]:
   return losses.l2_normalize(pooled), attention
 
 
-def section_recall(pooled: np.ndarray, targets: np.ndarray, target_text: np.ndarray,
-                   sections: tuple[str, ...], ks: tuple[int, ...] = (1, 5)
-                   ) -> dict[str, float]:
-  """Section retrieval: for each section with >= 2 distinct texts, every study that has it
-  ranks the distinct texts by cosine; a hit is its own text in the top k. pooled, targets
-  (M, S, D) normalised; target_text (M, S) (-1 absent). Means over all queries; per-section
-  R@1 as `R@1/<section>`."""
-  hits = {k: [] for k in ks}
-  chance = {k: [] for k in ks}
-  out: dict[str, float] = {}
-  for s, name in enumerate(sections):
+def section_ranks(pooled: np.ndarray, targets: np.ndarray, target_text: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+  """Section retrieval queries: for each section with >= 2 distinct texts, every study that
+  has it ranks the distinct texts by cosine. pooled, targets (M, S, D) normalised; target_text
+  (M, S) (-1 absent) -> one entry per query: study (Q,) and section (Q,) indices, rank (Q,)
+  of the study's own text (0 = first), candidates (Q,) the number of distinct texts."""
+  out: dict[str, list[np.ndarray]] = {"study": [], "section": [], "rank": [], "candidates": []}
+  for s in range(target_text.shape[1]):
     present = target_text[:, s] >= 0
     ids, first = np.unique(target_text[present, s], return_index=True)
     if len(ids) < 2:
@@ -165,14 +166,28 @@ def section_recall(pooled: np.ndarray, targets: np.ndarray, target_text: np.ndar
     sim = pooled[present, s] @ candidates.T  # (Q, C)
     truth = np.searchsorted(ids, target_text[present, s])
     rank = (sim > sim[np.arange(len(truth)), truth][:, None]).sum(1)
-    for k in ks:
-      hits[k].append(rank < k)
-      chance[k].append(np.full(len(rank), min(k, len(ids)) / len(ids)))
-    out[f"R@1/{name}"] = float(np.mean(rank < 1))
+    out["study"].append(np.flatnonzero(present))
+    out["section"].append(np.full(len(rank), s))
+    out["rank"].append(rank)
+    out["candidates"].append(np.full(len(rank), len(ids)))
+  return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in out.items()}
+
+
+def section_recall(pooled: np.ndarray, targets: np.ndarray, target_text: np.ndarray,
+                   sections: tuple[str, ...], ks: tuple[int, ...] = (1, 5)
+                   ) -> dict[str, float]:
+  """`section_ranks` summarised: section_R@k over all queries, chance_section_R@k (a random
+  ranking's expectation), per-section R@1 as `R@1/<section>`, section_queries."""
+  q = section_ranks(pooled, targets, target_text)
+  out: dict[str, float] = {}
+  for s in np.unique(q["section"]):
+    out[f"R@1/{sections[s]}"] = float(np.mean(q["rank"][q["section"] == s] < 1))
   for k in ks:
-    out[f"section_R@{k}"] = float(np.mean(np.concatenate(hits[k]))) if hits[k] else 0.0
-    out[f"chance_section_R@{k}"] = float(np.mean(np.concatenate(chance[k]))) if chance[k] else 0.0
-  out["section_queries"] = float(sum(len(h) for h in hits[ks[0]]))
+    hit = q["rank"] < k
+    out[f"section_R@{k}"] = float(np.mean(hit)) if len(hit) else 0.0
+    chance = np.minimum(k, q["candidates"]) / np.maximum(q["candidates"], 1)
+    out[f"chance_section_R@{k}"] = float(np.mean(chance)) if len(hit) else 0.0
+  out["section_queries"] = float(len(q["rank"]))
   return out
 
 
@@ -208,16 +223,17 @@ class Evaluator:
     self.sharding = parallel.batch_sharding(mesh)
     self.predict = jax.jit(lambda params, rest, batch: predict(
         nnx.merge(graphdef, params, rest), batch))
-    self.baseline = self._uniform_baseline()
+    self.uniform = self._uniform_pooled()
+    r = section_recall(self.uniform, emb.section_embedding, emb.section_text, emb.sections)
+    self.baseline = {f"uniform_{k}": v for k, v in r.items() if k.startswith("section_R@")}
 
-  def _uniform_baseline(self) -> dict[str, float]:
+  def _uniform_pooled(self) -> np.ndarray:
+    """(M, S, D): every section of a study is the normalised plain mean of its videos."""
     e = self.emb
     pooled = np.zeros_like(e.section_embedding[:, 0])
     np.add.at(pooled, e.video_study, e.video_embedding)
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    pooled = np.repeat(pooled[:, None], len(e.sections), axis=1)
-    r = section_recall(pooled, e.section_embedding, e.section_text, e.sections)
-    return {f"uniform_{k}": v for k, v in r.items() if k.startswith("section_R@")}
+    return np.repeat(pooled[:, None], len(e.sections), axis=1)
 
   def outputs(self, params, rest) -> dict[str, np.ndarray]:
     """Every study of the split: pooled (M, S, D), attention (M, S, V), video_index (M, V),
@@ -272,6 +288,13 @@ class Evaluator:
           writer.writerow([e.study_ids[m], int(e.video_record[row]),
                            COARSE_VIEWS[view] if view >= 0 else "",
                            *(f"{x:.6g}" for x in out["attention"][m, :, slot])])
+    # per query, for intervals over studies: the learned pooling's and uniform pooling's rank
+    learned = section_ranks(out["pooled"], e.section_embedding, e.section_text)
+    uniform = section_ranks(self.uniform, e.section_embedding, e.section_text)
+    np.savez(os.path.join(folder, f"{self.split}_section_ranks.npz"), study_ids=e.study_ids,
+             sections=np.asarray(e.sections, str), study=learned["study"],
+             section=learned["section"], candidates=learned["candidates"],
+             rank=learned["rank"], uniform_rank=uniform["rank"])
     np.savez(os.path.join(folder, f"{self.split}_sections.npz"), study_ids=e.study_ids,
              sections=np.asarray(e.sections, str), section_embedding=out["pooled"],
              present=out["video_mask"].any(1)[:, None] & np.ones((1, len(e.sections)), bool))

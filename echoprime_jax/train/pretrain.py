@@ -107,6 +107,13 @@ def embed_step(params, rest, batch: dict, *, graphdef, cfg: Any) -> tuple[jax.Ar
   return losses.l2_normalize(v), losses.l2_normalize(t)
 
 
+def own_rank(sim: np.ndarray) -> np.ndarray:
+  """sim (Q, Q), query i's own candidate in column i -> (Q,) its 0-based rank among the
+  candidates (ties broken by column, as argsort does): a hit at k is rank < k."""
+  order = np.argsort(-sim, axis=1)
+  return np.argmax(order == np.arange(len(sim))[:, None], axis=1)
+
+
 def recall_at_k(video: np.ndarray, text: np.ndarray, study: np.ndarray,
                 ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
   """Retrieval recall at video and study level.
@@ -127,16 +134,14 @@ def recall_at_k(video: np.ndarray, text: np.ndarray, study: np.ndarray,
   mean = np.stack([video[owner == s].mean(0) for s in range(len(studies))])
   mean /= np.linalg.norm(mean, axis=1, keepdims=True)
   ssim = mean @ reports.T
-  s_rank, r_rank = np.argsort(-ssim, axis=1), np.argsort(-ssim.T, axis=1)
+  s_rank, r_rank = own_rank(ssim), own_rank(ssim.T)
   for k in ks:
     out[f"video_to_report_R@{k}"] = float(np.mean([owner[i] in v_rank[i, :k]
                                                    for i in range(len(video))]))
     out[f"report_to_video_R@{k}"] = float(np.mean([np.any(owner[t_rank[s, :k]] == s)
                                                    for s in range(len(studies))]))
-    out[f"study_to_report_R@{k}"] = float(np.mean([s in s_rank[s, :k]
-                                                   for s in range(len(studies))]))
-    out[f"report_to_study_R@{k}"] = float(np.mean([s in r_rank[s, :k]
-                                                   for s in range(len(studies))]))
+    out[f"study_to_report_R@{k}"] = float(np.mean(s_rank < k))
+    out[f"report_to_study_R@{k}"] = float(np.mean(r_rank < k))
   if 10 in ks:
     out["mean_R@10"] = float(np.mean([out[f"{d}_R@10"] for d in (
         "video_to_report", "report_to_video", "study_to_report", "report_to_study")]))

@@ -115,3 +115,34 @@ def test_burned_in_text_stays_outside_the_sector_at_small_sizes(view):
   inside = (r > 6) & (r < depth * 96 - 1) & (np.abs(np.arctan2(xx - apex_x, yy - ay * 96))
                                              < half - 0.1)
   assert not (differs & inside).any()  # ... but never inside the sector
+
+
+@pytest.mark.parametrize("finding,study_a,study_b", [
+    ("lvef", dict(lvef=65), dict(lvef=25)),
+    ("pericardial_effusion", dict(effusion="none"), dict(effusion="severe")),
+    ("left_atrium_dilation", dict(atrium="none"), dict(atrium="severe")),
+])
+def test_each_finding_is_drawn_only_in_its_views(finding, study_a, study_b):
+  # Same random stream, two studies differing in one finding: the clips differ exactly in the
+  # views that show it (module docstring's table), by many pixels, and are identical elsewhere.
+  def study(lvef=55, effusion="none", atrium="none"):
+    s = _study(lvef, effusion)
+    s.findings["left_atrium_dilation"] = atrium
+    return s
+  a, b = study(**study_a), study(**study_b)
+  for view in synthetic._VIEW_LAYOUT:
+    clip_a, _ = synthetic.render_clip(np.random.default_rng(6), a, view, 3, 30.0, 96, 128, True)
+    clip_b, _ = synthetic.render_clip(np.random.default_rng(6), b, view, 3, 30.0, 96, 128, True)
+    changed = (clip_a != clip_b).any(axis=(0, 3)).sum()
+    if view in synthetic.FINDING_VIEWS[finding]:
+      assert changed > 150, (view, changed)  # at 96 x 128: > 1.2% of the frame
+    else:
+      assert changed == 0, (view, changed)
+
+
+def test_every_study_has_the_protocol_views():
+  rng = np.random.default_rng(0)
+  for i in range(50):
+    views = synthetic.make_study(rng, i).views
+    assert set(synthetic.PROTOCOL_VIEWS) <= set(views) and len(set(views)) == len(views)
+    assert 3 <= len(views) <= 6

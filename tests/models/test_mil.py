@@ -49,6 +49,25 @@ def test_study_without_videos_gives_zero_attention_not_nan():
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
 
 
+def test_uniform_attention_is_the_plain_mean_and_trains_the_projection_only():
+  rng = np.random.default_rng(2)
+  feats = _features(rng, 2, 4, [[0, 1, 2, 3], [3, 2, -1, 0]])
+  mask = jnp.asarray([[True] * 4, [True, True, True, False]])
+  model = _model(attention="uniform")
+  out, weights = model(feats, mask)
+  expect = np.where(np.asarray(mask)[:, None, :], 1 / np.asarray(mask).sum(1)[:, None, None], 0)
+  np.testing.assert_allclose(np.asarray(weights), np.broadcast_to(expect, (2, 3, 4)), atol=1e-7)
+  mean = (np.asarray(feats[..., :8]) * np.asarray(mask)[..., None]).sum(1) / np.asarray(
+      mask).sum(1)[:, None]
+  np.testing.assert_allclose(np.asarray(out[:, 0]), np.asarray(model.proj(jnp.asarray(mean))),
+                             rtol=1e-5, atol=1e-6)
+  grads = nnx.grad(lambda m: jnp.sum(m(feats, mask)[0] ** 2))(model)
+  assert float(jnp.abs(grads.attn_w.kernel.value).max()) == 0.0
+  assert float(jnp.abs(grads.proj.kernel.value).max()) > 0.0
+  with pytest.raises(ValueError, match="gated or uniform"):
+    _model(attention="max")
+
+
 def test_attention_learns_which_view_matters_per_section():
   # Section s's target is the embedding of the video whose view is s: a few hundred Adam steps
   # on random studies must put most of section s's attention on view s.

@@ -17,7 +17,7 @@ def test_random_baseline_is_the_expectation_of_random_compositions():
        "Pericardium": "There is a mild pericardial effusion."},
   ]
   truth = db.rules.table(truth_reports)
-  exact = evaluate._random_agreement(db, truth)
+  exact = {k: float(np.nanmean(v)) for k, v in evaluate._random_agreement(db, truth).items()}
   # by hand: LV pool = candidates 0 (EF 60) and 1 (EF 20); truths 45 (mildly reduced), 58
   assert exact["report/lvef_band_accuracy"] == 0.25  # only 58 vs 60 agree: 1 of 4 pairs
   np.testing.assert_allclose(exact["report/lvef_mae"], (15 + 25 + 2 + 38) / 4)
@@ -31,8 +31,8 @@ def test_random_baseline_is_the_expectation_of_random_compositions():
     composed = report_composer.compose(nbrs, db, SECTIONS)
     draws.append(evaluate._agreement(db, [c["sections"] for c in composed], truth))
   for key, value in exact.items():
-    np.testing.assert_allclose(np.mean([d[key] for d in draws]), value, rtol=0.02, atol=0.02,
-                               err_msg=key)
+    np.testing.assert_allclose(np.mean([np.nanmean(d[key]) for d in draws]), value, rtol=0.02,
+                               atol=0.02, err_msg=key)
 
 
 def test_perfect_retrieval_states_every_label_right():
@@ -44,3 +44,18 @@ def test_perfect_retrieval_states_every_label_right():
   assert m["report/lvef_band_accuracy"] == 1.0 and m["report/lvef_mae"] == 0.0
   assert m["report/pericardial_effusion_accuracy"] == 1.0
   assert m["random_report/lvef_band_accuracy"] == 0.5  # EF 20 matches candidate 1 only
+
+
+def test_figures_are_the_means_of_the_per_query_outcomes():
+  db = _db()
+  rng = np.random.default_rng(1)
+  q = rng.normal(size=(5, len(SECTIONS), 8)).astype(np.float32)
+  q /= np.linalg.norm(q, axis=-1, keepdims=True)
+  truth = [db.sections[i % len(db)] for i in range(5)]
+  outcomes = evaluate.per_query(db, q, SECTIONS, truth, k=2, match="report")
+  figures = evaluate.evaluate(db, q, SECTIONS, truth, k=2, match="report")
+  assert all(len(v) == 5 for v in outcomes.values())
+  for key, value in outcomes.items():
+    if key in figures:
+      np.testing.assert_allclose(figures[key], np.nanmean(value), err_msg=key)
+  assert figures["queries"] == 5 and figures["candidates"] == len(db)

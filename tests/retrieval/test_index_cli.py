@@ -27,7 +27,8 @@ def test_build_and_evaluate_on_the_tiny_mil_run(tiny_mil_run, tmp_path):
     assert os.path.isfile(db / name), name
   out = tmp_path / "metrics.json"
   ev = subprocess.run([sys.executable, "-m", "echoprime_jax.index", "evaluate", "--db", str(db),
-                       "--mil_run", str(mil_dir), "--k", "10", "--out", str(out)],
+                       "--mil_run", str(mil_dir), "--k", "10", "--out", str(out),
+                       "--queries_out", str(tmp_path / "queries.csv")],
                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert ev.returncode == 0, ev.stderr[-3000:]
   print(ev.stdout)
@@ -42,3 +43,13 @@ def test_build_and_evaluate_on_the_tiny_mil_run(tiny_mil_run, tmp_path):
       assert 0.0 <= m[key] <= 1.0, key
   assert m["knn/lvef_mae"] > 0 and m["mean_baseline/lvef_mae"] > 0
   assert 0.0 <= m["knn/lv_systolic_dysfunction_auc"] <= 1.0
+  # one row per held-out study (its pseudonym), and every mean-type figure is its column's mean
+  import csv
+  import math
+  rows = list(csv.DictReader(open(tmp_path / "queries.csv")))
+  assert len(rows) == m["queries"]
+  assert {r["study_id"] for r in rows} == {s.study_id for s in index.studies("val")}
+  for key in ("report/pericardial_effusion_accuracy", "report/lvef_band_accuracy",
+              "knn/lvef_mae", "random_report/left_atrium_dilation_accuracy"):
+    column = [float(r[key]) for r in rows if not math.isnan(float(r[key]))]
+    assert abs(sum(column) / len(column) - m[key]) < 1e-5, key

@@ -101,9 +101,9 @@ def _fine_relabelled(shards, out):
   return out
 
 
-def test_fine_taxonomy_run_reports_coarse_views(synthetic_100, tmp_path):
+def test_fine_taxonomy_run_reports_coarse_views(demo_shards, tmp_path):
   """58-way training on fine labels: held-out fine views, and coarse views by roll-up."""
-  shards = _fine_relabelled(synthetic_100, tmp_path / "fine_shards")
+  shards = _fine_relabelled(demo_shards, tmp_path / "fine_shards")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   run = subprocess.run(
       [sys.executable, "-m", "echoprime_jax.train", "--config", "configs/views.py:tiny",
