@@ -12,7 +12,7 @@ views; so each finding is shown by at least two of a study's clips.
 * each finding is drawn only in the views where it is assessed in real echo, and is large
   enough to see at the 64 px the demo trains on (see `FINDING_VIEWS` below);
 * multiplicative speckle that decorrelates over time; burned-in header text with the
-  (synthetic) patient's name and date, and an ECG trace, outside the sector;
+  (synthetic) patient's name and date, and an ECG trace with its cursor, outside the sector;
 * encodings mixed as in real archives: JPEG baseline YBR_FULL_422, RLE, uncompressed RGB and
   MONOCHROME2 (`data_prep.dicom_writer`), SequenceOfUltrasoundRegions and FrameTime set.
 
@@ -244,7 +244,7 @@ def render_clip(rng: np.random.Generator, study: Study, view: str, frames: int, 
     video[t] = frame.astype(np.uint8)
     if t == 0:
       header = _header(study, view, height, width, sector)
-    _burn_in(video[t], header, t, fps, cycle, phase0)
+    _burn_in(video[t], header, t, fps, cycle, phase0, ~sector)
   return video, box
 
 
@@ -266,18 +266,22 @@ def _header(study: Study, view: str, height: int, width: int, sector: np.ndarray
 
 
 def _burn_in(frame: np.ndarray, header: tuple[np.ndarray, np.ndarray], t: int, fps: float,
-             cycle: float, phase0: float) -> None:
-  """The header (outside the sector, where the frame is black), an ECG trace along the bottom
-  and its moving cursor."""
+             cycle: float, phase0: float, outside: np.ndarray) -> None:
+  """The header, an ECG trace along the bottom and its moving cursor, all where `outside`
+  (H, W) holds: outside the sector, as scanners draw them (at small frame sizes the trace's
+  row crosses the sector's arc, where it would read as image, and as colour)."""
   h, w = frame.shape[:2]
   pixels, where = header
   frame[where] = pixels[where]
   xs = np.arange(w)
   beat = ((xs / w * 2.0 + phase0) % 1.0)
-  ecg = (h - 12 - 8 * np.exp(-((beat - 0.3) / 0.015) ** 2)).astype(int)
-  frame[np.clip(ecg, 0, h - 1), xs] = (60, 220, 60)
+  ys = np.clip((h - 12 - 8 * np.exp(-((beat - 0.3) / 0.015) ** 2)).astype(int), 0, h - 1)
+  keep = outside[ys, xs]
+  frame[ys[keep], xs[keep]] = (60, 220, 60)
   cursor = int((t / fps / (2.0 * cycle)) % 1.0 * (w - 1))
-  frame[h - 25:h - 2, cursor] = (255, 255, 0)
+  rows = np.arange(h - 25, h - 2)
+  rows = rows[outside[rows, cursor]]
+  frame[rows, cursor] = (255, 255, 0)
 
 
 _ENCODINGS = (("jpeg_baseline", True), ("rle", True), ("explicit_le", True), ("explicit_le", False))

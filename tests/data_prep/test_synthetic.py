@@ -146,3 +146,20 @@ def test_every_study_has_the_protocol_views():
     views = synthetic.make_study(rng, i).views
     assert set(synthetic.PROTOCOL_VIEWS) <= set(views) and len(set(views)) == len(views)
     assert 3 <= len(views) <= 6
+
+
+@pytest.mark.parametrize("view", ["A4C", "Parasternal_Long", "Parasternal_Short", "Subcostal"])
+def test_ecg_trace_and_cursor_stay_outside_the_sector(view):
+  # At 96 x 128 the ECG row crosses the sector's arc: drawn there it would be image, and colour
+  # in a grey clip. Colour pixels (the trace, the cursor, the view label) are never inside it.
+  clip, _ = synthetic.render_clip(np.random.default_rng(8), _study(55), view, 24, 30.0, 96, 128,
+                                  True)
+  colour = (np.ptp(clip.astype(int), axis=-1) > 30).any(0)
+  assert colour[80:].sum() > 100  # the trace is drawn ...
+  (ax, ay, half, depth), _ = synthetic._VIEW_LAYOUT[view]
+  yy, xx = np.mgrid[:96, :128]
+  apex_x = 128 * ax  # +- the renderer's ~1 px jitter of the apex: keep a margin
+  r = np.hypot(xx - apex_x, yy - ay * 96)
+  inside = (yy >= 24) & (r < depth * 96 - 2) & (np.abs(np.arctan2(xx - apex_x, yy - ay * 96))
+                                                 < half - 0.05)  # above: the header's test
+  assert not (colour & inside).any()  # ... but not through the image
