@@ -125,12 +125,12 @@ def _forward_flops() -> dict[str, float]:
   import jax.numpy as jnp
   from flax import nnx
   from echoprime_jax.models import mvit, text_encoder
-  from echoprime_jax.train import pretrain
+  from echoprime_jax.train.step import flops_per_step
 
   def flops(model_fn, inputs):
     graphdef, state = nnx.split(nnx.eval_shape(model_fn))
     fn = jax.jit(lambda st, kw: nnx.merge(graphdef, st)(**kw))
-    return pretrain.flops_per_step(fn.lower(state, inputs).compile())
+    return flops_per_step(fn.lower(state, inputs).compile())
 
   video = flops(lambda: mvit.MViT(mvit.mvit_v2_s(), rngs=nnx.Rngs(0)),
                 {"video": jax.ShapeDtypeStruct((1, 16, 224, 224, 3), jnp.float32)})

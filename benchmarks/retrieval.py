@@ -7,7 +7,7 @@ Database: --size L2-normalised 512-d vectors drawn as a clustered mixture (--clu
 unit centres, each point its centre plus isotropic noise of relative size --noise, then
 normalised): embeddings of real reports are clustered, and uniformly random vectors in 512-d
 have no near neighbours to find at all. Queries are fresh draws from the same mixture.
-Exact: `retrieval.index.ExactIndex` (jitted matmul + top-k over database chunks, fp32). ScaNN:
+Exact: `retrieval.search_index.ExactIndex` (jitted matmul + top-k over database chunks, fp32). ScaNN:
 `ScannIndex.build` (tree + AH + exact re-ordering) searched at each --search_leaves setting.
 Reported: recall@10 against the exact top 10, queries per second (all cores; search is
 batched), the speed-up over exact, build time, and this process's peak RSS.
@@ -57,7 +57,7 @@ def main() -> None:
   p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
   args = p.parse_args()
 
-  from echoprime_jax.retrieval import index
+  from echoprime_jax.retrieval import search_index as index
 
   rng = np.random.default_rng(0)
   centres = rng.standard_normal((args.clusters, args.dim)).astype(np.float32)

@@ -10,13 +10,13 @@ embeddings), in training mode (dropout and stochastic depth on). Both sides get 
   tiny     MViT-tiny (8x64x64) + 2-layer BERT (128 tokens), batch 8 -- the `tiny` config;
   mvit_s   MViTv2-S (16x224x224, torchvision's `mvit_v2_s`, head -> 512) + BERT-base (512 tokens,
            BiomedBERT's shape) + Linear 768 -> 512, batch 2 -- the paper's towers.
-JAX runs `echoprime_jax.train.pretrain.jit_train_step` (the trainer's own step) on one CPU
+JAX runs `train.step.jit_train_step` with the pretraining stage's parts (the trainer's own step) on one CPU
 device; PyTorch runs torchvision + transformers modules with torch.optim.AdamW. Each framework
 and config runs in a fresh process (its own peak RSS); medians over the timed steps after
 `--warmup` untimed ones. FLOPs per step are XLA's cost analysis of the compiled JAX step.
 Each config is measured under each `--malloc` setting, applied alike to both frameworks:
 `system` (glibc's defaults, what the trainer uses unless told otherwise) and `tuned` (the
-trainer's opt-in `--config.host_malloc=tuned`, echoprime_jax/host_malloc.py: freed memory is
+trainer's opt-in `--config.host_malloc=tuned`, echoprime_jax/runtime/host_malloc.py: freed memory is
 reused instead of being page-faulted in again every step).
 Requires torch + torchvision + transformers (the test requirements).
 """
@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import cpu_name, publish, report, spawn, timed  # noqa: E402
-from echoprime_jax import host_malloc, xla_flags  # noqa: E402
+from echoprime_jax.runtime import host_malloc, xla_flags  # noqa: E402
 
 CONFIGS = {"tiny": dict(variant="tiny", batch=8, vocab=1000),
            "mvit_s": dict(variant="echoprime", batch=2, vocab=30522)}
@@ -57,7 +57,8 @@ def _stage_config(name: str):
 
 def _batch(cfg, vocab: int, batch: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
-  t, s, length = cfg.data.clip_length, cfg.towers.video.image_size, cfg.data.max_text_len
+  t, s = cfg.towers.video.num_frames, cfg.towers.video.image_size
+  length = cfg.towers.text.max_length
   ids = rng.integers(5, vocab, (batch, length)).astype(np.int32)
   mask = np.ones((batch, length), np.int32)
   for b in range(batch):  # reports of different lengths
@@ -76,19 +77,23 @@ def worker_jax(name: str, warmup: int, iters: int) -> dict:
   import jax
   from flax import nnx
   from echoprime_jax import parallel
-  from echoprime_jax.train import optimizer, pretrain
+  from echoprime_jax.inference import stage_models
+  from echoprime_jax.train import optimizer
+  from echoprime_jax.train import step as step_lib
+  from echoprime_jax.train.stages import pretrain
   cfg = _stage_config(name)
   spec = CONFIGS[name]
-  mcfg = pretrain.model_config(cfg, spec["vocab"])
-  graphdef, abstract_params, _ = pretrain.split_model(
-      nnx.eval_shape(lambda: pretrain.create_model(mcfg, 0)))
+  mcfg = stage_models.model_config("pretrain", cfg, vocab_size=spec["vocab"])
+  create = lambda: stage_models.create_model("pretrain", mcfg, 0)  # noqa: E731
+  graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(create), nnx.Param, ...)
   tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, 1000)
   mesh = parallel.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
-  abstract = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, 0))
+  abstract = jax.eval_shape(lambda: step_lib.init_state(create, tx))
   shardings = parallel.tree_shardings(abstract, mesh, cfg.min_fsdp_size)
-  state = jax.jit(lambda: pretrain.init_state(mcfg, tx, 0), out_shardings=shardings)()
-  step = pretrain.jit_train_step(graphdef, tx, schedule, cfg, mesh, shardings,
-                                 parallel.batch_sharding(mesh))
+  state = jax.jit(lambda: step_lib.init_state(create, tx), out_shardings=shardings)()
+  step = step_lib.jit_train_step(graphdef, tx, schedule, **pretrain.step_parts(cfg, mesh),
+                                 state_shardings=shardings,
+                                 batch_sharding=parallel.batch_sharding(mesh))
   batch = jax.device_put(_batch(cfg, spec["vocab"], spec["batch"]),
                          parallel.batch_sharding(mesh))
   t = time.perf_counter()
@@ -102,7 +107,7 @@ def worker_jax(name: str, warmup: int, iters: int) -> dict:
 
   times = timed(run, warmup, iters)
   return {"times": times, "compile_s": compile_s,
-          "flops": pretrain.flops_per_step(compiled), "loss": float(run())}
+          "flops": step_lib.flops_per_step(compiled), "loss": float(run())}
 
 
 # ------------------------------------------------------------------------------ PyTorch
@@ -111,7 +116,7 @@ def worker_jax(name: str, warmup: int, iters: int) -> dict:
 def _torch_model(name: str, cfg):
   import torch
   import transformers
-  from echoprime_jax.models import towers
+  from echoprime_jax.models import from_config
   torch.manual_seed(0)
   spec = CONFIGS[name]
   if name == "mvit_s":
@@ -122,8 +127,7 @@ def _torch_model(name: str, cfg):
     out_dim = 512
   else:
     from tests import torch_reference
-    video_cfg = towers.video_config(cfg.towers.video, "float32").replace(
-        num_frames=cfg.data.clip_length)
+    video_cfg = from_config.video_config(cfg.towers, "float32")
     video = torch_reference.torch_mvit(video_cfg)
     bert_cfg = torch_reference.hf_bert_config("tiny")
     out_dim = video_cfg.num_outputs
@@ -193,13 +197,13 @@ def main() -> None:
                  help="PyTorch/JAX alternations per config (default 1)")
   p.add_argument("--xla-flags", default=" ".join(xla_flags.CPU_FLAGS),
                  help="XLA_FLAGS for the JAX workers (default: the flags the trainer sets, "
-                      "echoprime_jax/xla_flags.py; pass '' for XLA's defaults)")
+                      "echoprime_jax/runtime/xla_flags.py; pass '' for XLA's defaults)")
   p.add_argument("--malloc", default="tuned,system",
                  help="host allocator settings to measure, comma-separated, each applied to "
                       "BOTH frameworks' workers: 'system' = glibc's defaults (the trainer's "
                       "default), 'tuned' = the trainer's opt-in --config.host_malloc=tuned "
-                      "(echoprime_jax/host_malloc.py: freed memory reused, no per-step page "
-                      "faults) (default: both)")
+                      "(echoprime_jax/runtime/host_malloc.py: freed memory reused, no per-step "
+                      "page faults) (default: both)")
   p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--framework", help=argparse.SUPPRESS)
@@ -245,7 +249,7 @@ def main() -> None:
       f"alternating PyTorch / JAX round(s). XLA_FLAGS: `{args.xla_flags or '(none)'}`; torch "
       "with all cores. Host malloc (both frameworks alike): system = glibc's defaults (the "
       "trainer's default), tuned = the trainer's opt-in `--config.host_malloc=tuned` "
-      "(`echoprime_jax/host_malloc.py`: one arena, no mmap, no trim).",
+      "(`echoprime_jax/runtime/host_malloc.py`: one arena, no mmap, no trim).",
       "",
       "| config | host malloc | batch | GFLOP/step (XLA) | PyTorch s | JAX s | JAX/PyTorch "
       "| JAX GFLOP/s | JAX compile s | PyTorch peak RSS MB | JAX peak RSS MB |",

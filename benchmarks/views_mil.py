@@ -5,7 +5,7 @@
 
 Cases (evaluation mode, fp32, the same shapes on both sides, random weights):
   views_base  ConvNeXt-base on frame 0 at 224x224, 11 views (EchoPrime's released classifier):
-              JAX runs `view_classifier.predict_step` (uint8 frames normalised inside the jitted
+              JAX runs `view_predictor.predict_step` (uint8 frames normalised inside the jitted
               step, as the stage does); PyTorch runs torchvision `convnext_base` under
               `torch.inference_mode` on the same normalised frames. Batch --views-batch.
   views_tiny  the tiny config's 2-stage ConvNeXt at 64x64 (what the tests train).
@@ -14,7 +14,7 @@ Cases (evaluation mode, fp32, the same shapes on both sides, random weights):
               `mil.GatedAttentionMIL` jitted; PyTorch the same module written with torch.nn
               (masked softmax, attended mean, projection).
   mil_train   one MIL training step (section InfoNCE, AdamW) on the same batch: the stage's
-              `mil_stage.train_step` vs the same loss and optimizer in PyTorch.
+              the trainer's step with the MIL stage's parts vs the same loss and optimizer in PyTorch.
 Each framework and case runs in a fresh process; medians over the timed calls after --warmup.
 """
 
@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import cpu_name, publish, report, spawn, timed  # noqa: E402
-from echoprime_jax import xla_flags  # noqa: E402
+from echoprime_jax.runtime import xla_flags  # noqa: E402
 
 CASES = ("views_base", "views_tiny", "mil", "mil_train")
 VIDEOS, SECTIONS, DIM, VIEWS, HIDDEN = 32, 15, 512, 11, 128
@@ -74,12 +74,13 @@ def worker_jax(case: str, batch: int, warmup: int, iters: int) -> dict:
   from flax import nnx
 
   if case.startswith("views"):
-    from echoprime_jax.train import view_classifier
+    from echoprime_jax.inference import stage_models, view_predictor
     cfg = _views_config(case)
-    model = view_classifier.create_model(view_classifier.model_config(cfg), 0)
+    model = stage_models.create_model("views", stage_models.model_config("views", cfg), 0)
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    fn = jax.jit(functools.partial(view_classifier.predict_step, graphdef=graphdef, cfg=cfg))
+    fn = jax.jit(functools.partial(view_predictor.predict_step, graphdef=graphdef,
+                                   dtype=cfg.dtype))
     frames = _frames(batch, cfg.image_size)
     inputs = {"video": jnp.asarray(frames), "frame_mask": jnp.ones(frames.shape[:2], bool)}
     args = (params, rest, inputs)
@@ -92,17 +93,19 @@ def worker_jax(case: str, batch: int, warmup: int, iters: int) -> dict:
     args = (params, jnp.asarray(b["features"]), jnp.asarray(b["video_mask"]))
   else:  # mil_train
     from configs import mil as mil_config
-    from echoprime_jax.train import mil_stage, optimizer
+    from echoprime_jax.inference import stage_models
+    from echoprime_jax.train import optimizer
+    from echoprime_jax.train import step as step_lib
+    from echoprime_jax.train.stages import mil as mil_stage
     cfg = mil_config.get_config("echoprime")
     cfg.optim.warmup_steps = 0
-    mcfg = mil_stage.model_config(cfg, DIM)
-    graphdef = mil_stage.abstract_graphdef(cfg, DIM)
-    abstract = nnx.state(nnx.eval_shape(lambda: mil_stage.mil.GatedAttentionMIL(
-        mcfg, rngs=nnx.Rngs(0))), nnx.Param)
+    assert cfg.towers.embed_dim == DIM
+    mcfg = stage_models.model_config("mil", cfg)
+    create = lambda: stage_models.create_model("mil", mcfg, 0)  # noqa: E731
+    graphdef, abstract, _ = nnx.split(nnx.eval_shape(create), nnx.Param, ...)
     tx, schedule = optimizer.make_optimizer(cfg.optim, abstract, 1000)
-    state = mil_stage.init_state(mcfg, tx, 0)
-    step = jax.jit(functools.partial(mil_stage.train_step, graphdef=graphdef, tx=tx,
-                                     schedule=schedule, cfg=cfg), donate_argnums=(0,))
+    state = step_lib.init_state(create, tx)
+    step = step_lib.jit_train_step(graphdef, tx, schedule, **mil_stage.step_parts(cfg))
     batch_arrays = {k: jnp.asarray(v) for k, v in _study_batch(batch).items()}
     t = time.perf_counter()
     compiled = step.lower(state, batch_arrays).compile()
@@ -239,7 +242,7 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
   p.add_argument("--xla-flags", default=" ".join(xla_flags.CPU_FLAGS),
                  help="XLA_FLAGS for the JAX workers (default: the trainer's, "
-                      "echoprime_jax/xla_flags.py)")
+                      "echoprime_jax/runtime/xla_flags.py)")
   p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
   p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--framework", help=argparse.SUPPRESS)

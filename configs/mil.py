@@ -2,7 +2,7 @@
 
 The stage embeds every video and report section of the train and eval splits once with frozen
 towers (cached in WORKDIR/embeddings/), then trains a gated-attention aggregator per report
-section against the text tower's section embeddings (`echoprime_jax/train/mil_stage.py`).
+section against the text tower's section embeddings (`echoprime_jax/train/stages/mil.py`).
 
 Variants:
   echoprime  MViT-S + BiomedBERT-base towers, up to 32 videos per study. Towers from a
@@ -15,7 +15,7 @@ of training.
 
 import ml_collections
 
-from configs import towers
+from configs import moved_fields, towers
 
 
 def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
@@ -28,16 +28,15 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.dtype = "float32"  # compute dtype of the frozen towers while embedding
 
   # Where the frozen towers come from: a pretraining run folder (its config, tokenizer and best
-  # checkpoint), else `towers` + converted weights in `init` + `data.tokenizer`.
+  # checkpoint; the run then records that run's `towers` as its own), else `towers` + converted
+  # weights in `init` + `data.tokenizer`.
   c.towers_from = ""
   c.towers = towers.get_config(arg)
   c.init = dict(video="", text="")
   c.table = ""  # an EchoPrime-format CSV: use it as a fixed aggregator, no training
 
-  # clip_length / clip_stride: used with `towers`; a pretraining run brings its own.
-  c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val", clip_length=16,
-                clip_stride=2, section_len=128, max_videos=32, embed_batch_size=32,
-                vocab_size=8000)
+  c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val", section_len=128,
+                max_videos=32, embed_batch_size=32, vocab_size=8000)
   # attention: "gated" (learned) or "uniform" (the projection alone: the ablation)
   c.mil = dict(hidden_dim=128, init_temperature=0.07, max_log_scale=4.6052, attention="gated")
 
@@ -53,12 +52,11 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
-  c.best_metric = "section_R@1"  # held-out section retrieval (see mil_stage.section_recall)
+  c.best_metric = "section_R@1"  # held-out section retrieval (see train/stages/mil.py)
   c.eval_batch_size = 64
   c.peak_tflops = 0.0
 
   if arg == "tiny":
-    c.data.clip_length, c.data.clip_stride = 8, 1
     c.data.max_videos = 16
     c.data.embed_batch_size = 16
     c.data.vocab_size = 1000
@@ -67,4 +65,4 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 20
     c.log_every, c.eval_every, c.checkpoint_every = 10, 100, 100
     c.eval_batch_size = 16
-  return c
+  return moved_fields.add(c)

@@ -5,14 +5,14 @@ Variants:
              60 epochs, AdamW, RandAugment + random erasing. Point --config.data.dir at shards
              from data_prep and --config.data.tokenizer at the BiomedBERT tokenizer directory;
              --config.init.video / .text at converted towers to start from EchoPrime weights.
-  tiny       small towers on 8x64x64 clips and 128 tokens: minutes on 2 CPU cores, for the demo
-             and the tests (shards converted with --size 64).
+  tiny       small towers on 8x64x64 clips and 128 tokens (configs/towers.py:tiny): minutes on
+             2 CPU cores, for the demo and the tests (shards converted with --size 64).
 Every field can be overridden: `--config.optim.learning_rate=1e-4 --config.mesh.fsdp=2`.
 """
 
 import ml_collections
 
-from configs import towers
+from configs import moved_fields, towers
 
 
 def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
@@ -24,8 +24,8 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.dtype = "float32"  # compute dtype (bfloat16 on GPUs); parameters stay float32
   c.dropout = -1.0  # >= 0: override dropout and stochastic depth of both towers (-1: defaults)
 
-  c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val",
-                clip_length=16, clip_stride=2, max_text_len=512, augment=True,
+  # Clip length and stride, frame size and the report window are the towers' (cfg.towers).
+  c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val", augment=True,
                 read_threads=4, read_buffer=8, workers=0, vocab_size=8000)
   c.loss = dict(kind="clip", chunked=False, max_log_scale=4.6052)  # log(100): CLIP's clamp
 
@@ -49,13 +49,12 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.peak_tflops = 0.0  # per device, for MFU (e.g. 790 for an H200 in bf16); 0 = not logged
   # CPU hosts: "tuned" makes glibc reuse freed memory instead of page-faulting XLA's per-step
-  # buffers in again (echoprime_jax/host_malloc.py; opt-in, see benchmarks/RESULTS.md: MViT-S
-  # step 21.5 -> 20.0 s, compile 96 -> 148 s). "system" keeps glibc's defaults. Ignored on
-  # GPU/TPU hosts.
+  # buffers in again (echoprime_jax/runtime/host_malloc.py; opt-in, see benchmarks/RESULTS.md:
+  # MViT-S step 21.5 -> 20.0 s, compile 96 -> 148 s). "system" keeps glibc's defaults. Ignored
+  # on GPU/TPU hosts.
   c.host_malloc = "system"
 
   if arg == "tiny":
-    c.data.clip_length, c.data.clip_stride, c.data.max_text_len = 8, 1, 128
     c.data.vocab_size = 1000
     c.batch_size = 8
     c.epochs = 30.0
@@ -73,4 +72,4 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
     c.eval_batch_size = 8
   elif arg != "echoprime":
     raise ValueError(f"unknown pretrain variant {arg!r}; choose echoprime or tiny")
-  return c
+  return moved_fields.add(c)

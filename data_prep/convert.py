@@ -21,6 +21,9 @@ mapping file, which is refused inside OUT. Pixels: only the scan sector is store
 sector cannot be found with confidence is rejected (`region.find_sector`). Reports: scrubbed of
 names, dates, ids and header / sign-off blocks (`report_scrub`), counts recorded per study.
 Per-file failures are recorded by pseudonym with redacted reasons (`log_privacy.redact`).
+
+Kept in one file (~600 lines): the three stages share one manifest and its bookkeeping (every
+input accounted for once); what they call lives in dicom_reader, region, deid and reports.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import numpy as np
 
 from data_prep import (deid, dicom_reader, log_privacy, record_schema, region, report_scrub,
                        reports)
+from echoprime_jax.runtime.cli import at_least  # argparse checks (no JAX)
 
 log = logging.getLogger("data_prep.convert")
 
@@ -242,15 +246,33 @@ def _has_colour(pixels: np.ndarray, spread: int = 6, fraction: float = 1e-3) -> 
   return bool((spread_px > spread).mean() > fraction)
 
 
+def _records_in(path: str) -> int:
+  """The number of records a shard file holds; -1 when it is missing or unreadable."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  if not os.path.isfile(path):
+    return -1
+  try:
+    reader = ArrayRecordReader(path)
+    try:
+      return int(reader.num_records())
+    finally:
+      reader.close()
+  except (OSError, RuntimeError, ValueError):
+    return -1
+
+
 def write_shard(task: tuple[dict[str, Any], str, Options]) -> list[dict]:
   """Writes one shard atomically; returns its manifest rows (also saved beside it)."""
   shard, out_dir, opts = task
   from array_record.python.array_record_module import ArrayRecordWriter
   name = shard_name(shard["split"], shard["index"], shard["count"])
   final, rows_path = os.path.join(out_dir, name), os.path.join(out_dir, "rows", name + ".jsonl")
-  if os.path.exists(rows_path):  # completed by an earlier run
+  if os.path.exists(rows_path):  # completed by an earlier run, if its shard is still whole
     with open(rows_path) as f:
-      return [json.loads(line) for line in f]
+      done = [json.loads(line) for line in f]
+    if _records_in(final) == sum(r["status"] == "converted" for r in done):
+      return done
+    log.warning("shard %s is missing or incomplete: writing it again", name)
   codec = record_schema.Codec()
   tmp = final + ".tmp"
   # One record per chunk: random access reads exactly one clip. Uncompressed: the payload is
@@ -523,15 +545,17 @@ def build_parser(prog: str = "python -m data_prep.convert",
                  help="use a public test key: synthetic data only, never real patients")
   p.add_argument("--mapping-file", help="write raw ids <-> pseudonyms here (data owner only; "
                  "keep it outside the shard folder)")
-  p.add_argument("--size", type=int, default=224, help="output frame size (default 224)")
+  p.add_argument("--size", type=at_least(16), default=224,
+                 help="output frame size (default 224)")
   p.add_argument("--preset", default="sector", choices=["sector", "echoprime"],
                  help="crop geometry: square around the sector, or EchoPrime's released one")
-  p.add_argument("--max-frames", type=int, default=256, help="frames kept per clip (cap)")
+  p.add_argument("--max-frames", type=at_least(1), default=256,
+                 help="frames kept per clip (cap)")
   p.add_argument("--keep-stills", action="store_true", help="keep single-frame images")
   p.add_argument("--frame-format", default="jpeg", choices=["jpeg", "png"],
                  help="per-frame encoding (png = lossless)")
   p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (default 90)")
-  p.add_argument("--videos-per-shard", type=int, default=64, help="records per shard")
+  p.add_argument("--videos-per-shard", type=at_least(1), default=64, help="records per shard")
   p.add_argument("--split-fractions", default="0.8,0.1,0.1",
                  help="train,val,test fractions by patient (default 0.8,0.1,0.1)")
   p.add_argument("--fallback-fps", type=float, default=30.0,
@@ -551,13 +575,26 @@ def build_parser(prog: str = "python -m data_prep.convert",
                       "centre would not be: use only on archives known to be clean there)")
   p.add_argument("--max-file-gb", type=float, default=8.0,
                  help="files larger than this are rejected as oversized (default 8)")
-  p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)),
+  p.add_argument("--workers", type=at_least(1), default=max(1, (os.cpu_count() or 1)),
                  help="worker processes (default: all cores)")
   return p
 
 
 def key_and_options(args: argparse.Namespace) -> tuple[bytes, Options]:
   """Parsed flags -> (de-identification key, Options). ValueError says what is wrong."""
+  # Paths are named by their flag only: an archive's folders may be named after people.
+  if not os.path.isdir(args.input):
+    raise ValueError("--input is not a folder: give the archive's root folder (it is searched "
+                     "recursively)")
+  if not any(files for _, _, files in os.walk(args.input)):
+    raise ValueError("--input holds no files: nothing to convert (is it the right folder?)")
+  for flag, path in (("--reports", args.reports), ("--labels", args.labels)):
+    if path and not os.path.isfile(path):
+      raise ValueError(f"{flag}: no such file")
+  if os.path.exists(args.output) and not os.path.isdir(args.output):
+    raise ValueError("--output is a file: give a folder for the shards")
+  if not 1 <= args.jpeg_quality <= 100:
+    raise ValueError(f"--jpeg-quality must be 1-100, got {args.jpeg_quality}")
   try:
     key = deid.load_key(args.key_file, args.insecure_test_key)
   except deid.MissingKeyError as e:

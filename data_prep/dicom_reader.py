@@ -34,6 +34,8 @@ replaced by a fixed notice) and inside a warnings capture whose text is discarde
 line per call says how many warnings of which categories were withheld. Error messages name
 the file by path (callers replace it with a pseudonym) and carry pydicom's exception text only
 through `log_privacy.redact`. NumPy/pydicom only, no JAX.
+
+Kept in one file (~440 lines): one colour and memory path for every reader, on purpose (above).
 """
 
 from __future__ import annotations

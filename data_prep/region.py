@@ -45,6 +45,9 @@ sample (overlays: labels, markers, burned-in text that reached into the cone) ar
 Preset "echoprime" reproduces the released preprocessing geometry instead: mask, centre square
 crop of the frame, 10% zoom-in per side, bicubic resize to 224, so released weights see what they
 were trained on. NumPy/SciPy/Pillow only.
+
+Kept in one file (~450 lines): the steps of the sector search are tuned against each other on
+one set of real and synthetic layouts; apart, they would read as independent when they are not.
 """
 
 from __future__ import annotations

@@ -122,6 +122,10 @@ second term not introduced by "ratio" / "Qp:Qs" ("1:10 dilution" reads as a time
 a duration; device model codes mixing letters and 4+ digits (19AGN-751); capitalised words
 after a trigger or before a credential that the vocabulary lists miss ("discussed with
 Vascular Surgery"); after an id key word a spaced number of 4+ digits ("MRN 1234").
+
+Kept in one file (~730 lines, most of them the rule tables and why each rule exists): the
+rules run in order and each is written against what the earlier ones leave, so they are read
+together.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ import sys
 from flax import nnx
 
 from echoprime_jax.models import bert, layers, text_encoder
-from echoprime_jax.weights import (bert_weights, checkpoint, convnext_weights, mapping,
-                                   mvit_weights, state_dict_io)
+from echoprime_jax.run import output_folder
+from echoprime_jax.runtime import cli
+from echoprime_jax.weights import (bert_weights, convnext_weights, mapping,
+                                   mvit_weights, state_dict_io, tower_folder)
 
 log = logging.getLogger("convert_weights")
 
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
       p.add_argument("--as-text-encoder", action="store_true",
                      help="write an EchoPrime-style text encoder (BERT + a new, seeded "
                      "Linear(hidden -> --out-dim) projection) instead of a bare BERT")
-      p.add_argument("--out-dim", type=int, default=512,
+      p.add_argument("--out-dim", type=cli.at_least(1), default=512,
                      help="projection size with --as-text-encoder (default 512)")
       p.add_argument("--seed", type=int, default=0,
                      help="seed of the new projection with --as-text-encoder (default 0)")
@@ -122,32 +124,28 @@ def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   args = build_parser().parse_args(argv)
   convert, _ = COMMANDS[args.command]
-  if os.path.exists(args.output) and os.listdir(args.output):
-    if not args.overwrite:
-      print(f"error: {args.output} exists and is not empty (use --overwrite)", file=sys.stderr)
-      return 2
-    shutil.rmtree(args.output)
-  try:
+
+  def convert_and_write() -> None:
+    # The output is checked first, replaced only when the new tower is complete, and only if
+    # it is a tower folder we wrote (`run.output_folder`): a typo'd --input loses nothing.
+    output_folder.check_replaceable(args.output, "tower", args.overwrite)
     model = convert(args)
-  except (mapping.WeightImportError, state_dict_io.UnsafeCheckpointError, FileNotFoundError,
-          ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  checkpoint.save_tower(args.output, model, source=args.input)
-  if args.command == "hf-bert":
-    tok_dir = os.path.join(args.output, "tokenizer")
-    copied = []
-    for name in _TOKENIZER_FILES:
-      src = os.path.join(args.input, name)
-      if os.path.isfile(src):
-        os.makedirs(tok_dir, exist_ok=True)
-        shutil.copy(src, tok_dir)
-        copied.append(name)
-    if copied:
-      log.info("tokenizer files copied to %s: %s", tok_dir, ", ".join(copied))
-  log.info("wrote %s tower (%s parameters) to %s", checkpoint.kind_of(model),
-           f"{layers.param_count(model):,}", args.output)
-  return 0
+    with output_folder.atomic(args.output, "tower", args.overwrite) as tmp:
+      tower_folder.save_tower(tmp, model, source=args.input)
+      if args.command == "hf-bert":
+        copied = []
+        for name in _TOKENIZER_FILES:
+          src = os.path.join(args.input, name)
+          if os.path.isfile(src):
+            os.makedirs(os.path.join(tmp, "tokenizer"), exist_ok=True)
+            shutil.copy(src, os.path.join(tmp, "tokenizer"))
+            copied.append(name)
+        if copied:
+          log.info("tokenizer files copied to the tower's tokenizer/: %s", ", ".join(copied))
+    log.info("wrote %s tower (%s parameters) to %s", tower_folder.kind_of(model),
+             f"{layers.param_count(model):,}", args.output)
+
+  return cli.run(convert_and_write)  # WeightImportError, UnsafeCheckpointError: ValueErrors
 
 
 if __name__ == "__main__":

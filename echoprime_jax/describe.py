@@ -4,8 +4,10 @@
   python -m echoprime_jax.describe --config configs/towers.py:tiny
   python -m echoprime_jax.describe --tower towers/video         # a converted checkpoint
 
-Shapes come from `jax.eval_shape`: nothing is computed or allocated, so the full-size towers
-are described in seconds on any machine.
+The video and text towers come from the towers config; the view classifier from
+configs/views.py's variant of the same name (its sizes live there). Shapes come from
+`jax.eval_shape`: nothing is computed or allocated, so the full-size towers are described in
+seconds on any machine.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from echoprime_jax.models import convnext, layers, mvit, text_encoder, towers
-from echoprime_jax.weights import checkpoint
+from echoprime_jax.models import convnext, from_config, layers, mvit, text_encoder
+from echoprime_jax.weights import tower_folder
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "towers.py:echoprime"),
@@ -53,26 +55,35 @@ def _inputs_for(cfg, batch: int, text_length: int = 512) -> dict[str, jax.ShapeD
 
 def main(argv):
   del argv
+  from echoprime_jax.runtime import cli
+  return cli.run(_describe)  # a missing or foreign tower folder: one line, exit 2
+
+
+def _describe() -> None:
   rows = []
   if _TOWER.value:
     for directory in _TOWER.value:
-      meta = checkpoint.read_tower_meta(directory)
-      cfg = checkpoint.tower_config(directory)
-      _, cls = checkpoint.TOWERS[meta["kind"]]
+      meta = tower_folder.read_tower_meta(directory)
+      cfg = tower_folder.tower_config(directory)
+      _, cls = tower_folder.TOWERS[meta["kind"]]
       length = getattr(getattr(cfg, "bert", None), "max_position_embeddings", 512)
       rows.append(describe_model(meta["kind"], lambda: cls(cfg, rngs=nnx.Rngs(0)),
                                  _inputs_for(cfg, 1, length)))
   else:
     c = _CONFIG.value
     b = c.batch_size
-    vcfg = towers.video_config(c.video, c.dtype)
-    tcfg = towers.text_config(c.text, c.dtype)
-    ccfg = towers.views_config(c.views, c.dtype)
+    vcfg = from_config.video_config(c, c.dtype)
+    tcfg = from_config.text_config(c, c.dtype)
+    from configs import views as views_config  # the view classifier's sizes live there
+    vc = views_config.get_config("tiny" if c.variant == "tiny" else "echoprime")
+    with vc.unlocked():
+      vc.dtype = c.dtype
+    ccfg = from_config.view_classifier_config(vc, 11)
     rows.append(describe_model("video", lambda: mvit.MViT(vcfg, rngs=nnx.Rngs(0)),
                                _inputs_for(vcfg, b)))
     rows.append(describe_model("text", lambda: text_encoder.TextEncoder(tcfg, rngs=nnx.Rngs(0)),
                                _inputs_for(tcfg, b, c.text.max_length)))
-    size = c.views.image_size
+    size = vc.image_size
     rows.append(describe_model(
         "views", lambda: convnext.ConvNeXt(ccfg, rngs=nnx.Rngs(0)),
         {"images": jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32)}))
@@ -83,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from echoprime_jax.runtime import cli as _cli
+  app.run(main, flags_parser=_cli.absl_flags_parser("config"))

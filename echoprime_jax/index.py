@@ -9,14 +9,14 @@ labels extracted by a rules file (default `echoprime_jax/retrieval/label_rules.j
 over the embeddings (exact below 20,000 candidates, ScaNN above, or forced with --index).
 evaluate: the held-out split's section embeddings (the MIL run's export) query the database;
 retrieved reports and kNN measurements are scored against the studies' own reports and against
-a random-neighbour / mean / majority baseline (`retrieval/evaluate.py`). Prints a table, writes
-JSON with --out and every held-out study's outcomes as CSV with --queries_out.
+a random-neighbour / mean / majority baseline. Prints a table, writes JSON with --out and every
+held-out study's outcomes as CSV with --queries_out. The library: `retrieval/from_runs.py`
+(build), `evaluation/retrieval_figures.py` (evaluate).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -24,72 +24,23 @@ import sys
 
 import numpy as np
 
-log = logging.getLogger("echoprime_jax.index")
-
-
-def _run_config(run: str) -> dict:
-  from echoprime_jax.train import frozen_towers
-  try:
-    return frozen_towers.run_config(run, "mil").to_dict()
-  except (FileNotFoundError, ValueError) as e:
-    raise SystemExit(str(e)) from None
-
-
-def _run_file(run: str, *parts: str) -> str:
-  """A file a MIL run wrote (embeddings/, export/), or a clear exit."""
-  path = os.path.join(run, *parts)
-  if not os.path.isfile(path):
-    raise SystemExit(f"{path}: not found (has the MIL stage run to the end for this split?)")
-  return path
-
-
-def _split_reports(data_dir: str, split: str, study_ids) -> list[dict[str, str]]:
-  from echoprime_jax.data.shards import ShardIndex
-  by_id = {s.study_id: s.sections for s in ShardIndex(data_dir).studies(split)}
-  missing = [s for s in study_ids if s not in by_id]
-  if missing:
-    raise SystemExit(f"{data_dir}: {len(missing)} studies of the embeddings are not in split "
-                     f"{split!r} (another data folder?)")
-  return [by_id[s] for s in study_ids]
-
 
 def build(args) -> int:
-  from echoprime_jax.embeddings import SplitEmbeddings
-  from echoprime_jax.retrieval import database
-  cfg = _run_config(args.mil_run)
-  split = args.split or cfg["data"]["train_split"]
-  path = _run_file(args.mil_run, "embeddings", f"{split}.npz")
-  emb = SplitEmbeddings.load(path)
-  if emb.report_embedding is None:
-    raise SystemExit(f"{path}: made by an older version without report embeddings; delete "
-                     "the run's embeddings/ folder and rerun the MIL stage")
-  sections = _split_reports(cfg["data"]["dir"], split, emb.study_ids)
-  options = {}
-  if args.index != "exact":
-    options = {k: v for k, v in dict(num_leaves=args.leaves, leaves_to_search=args.search_leaves,
-                                     reorder=args.reorder).items() if v}
-  db = database.build(emb.study_ids, emb.report_embedding, sections, args.rules, args.index,
-                      section_names=emb.sections, section_embeddings=emb.section_embedding,
-                      **options)
-  db.save(args.out, args.rules)
+  from echoprime_jax.retrieval import from_runs
+  db = from_runs.build_database(args.mil_run, args.out, split=args.split, rules=args.rules,
+                                index=args.index, overwrite=args.overwrite,
+                                num_leaves=args.leaves,
+                                leaves_to_search=args.search_leaves, reorder=args.reorder)
   counts = {k: int(np.sum(~np.isnan(v))) for k, v in db.labels.items()}
   print(f"{len(db)} candidates ({db.index.kind} index) -> {args.out}; labels stated: {counts}")
   return 0
 
 
 def evaluate(args) -> int:
-  from echoprime_jax.retrieval import evaluate as evaluate_lib
-  from echoprime_jax.retrieval.database import CandidateDatabase
-  cfg = _run_config(args.mil_run)
-  split = args.split or cfg["data"]["eval_split"]
-  z = np.load(_run_file(args.mil_run, "export", f"{split}_sections.npz"))
-  db = CandidateDatabase.load(args.db)
-  truth = _split_reports(cfg["data"]["dir"], split, z["study_ids"])
-  outcomes = evaluate_lib.per_query(db, z["section_embedding"],
-                                    tuple(str(s) for s in z["sections"]), truth, k=args.k,
-                                    match=args.match, consensus=args.consensus)
-  metrics = {**evaluate_lib.summarise(outcomes), "queries": float(len(truth)),
-             "candidates": float(len(db))}
+  from echoprime_jax.evaluation import retrieval_figures
+  metrics, outcomes, study_ids = retrieval_figures.evaluate_database(
+      args.db, args.mil_run, split=args.split, k=args.k, match=args.match,
+      consensus=args.consensus)
   width = max(len(k) for k in metrics)
   for key, value in metrics.items():
     print(f"{key:<{width}}  {value:.4f}")
@@ -98,12 +49,7 @@ def evaluate(args) -> int:
       json.dump(metrics, f, indent=2)
     os.replace(args.out + ".tmp", args.out)
   if args.queries_out:
-    with open(args.queries_out + ".tmp", "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["study_id", *outcomes])
-      for i, study in enumerate(z["study_ids"]):
-        writer.writerow([str(study), *(f"{v[i]:.6g}" for v in outcomes.values())])
-    os.replace(args.queries_out + ".tmp", args.queries_out)
+    retrieval_figures.write_outcomes_csv(args.queries_out, study_ids, outcomes)
   return 0
 
 
@@ -115,25 +61,29 @@ def main(argv: list[str] | None = None) -> int:
   b.add_argument("--mil_run", required=True, help="the --workdir of a configs/mil.py run")
   b.add_argument("--out", required=True, help="database folder to write")
   b.add_argument("--split", default="", help="split of candidates (default: the run's train)")
-  from echoprime_jax.retrieval.labels import DEFAULT_RULES
-  b.add_argument("--rules", default=DEFAULT_RULES, help="label rules JSON (default: built-in)")
+  b.add_argument("--overwrite", action="store_true",
+                 help="replace an existing database folder at --out (only one this command "
+                      "wrote; the old one stays until the new one is complete)")
+  b.add_argument("--rules", default="", help="label rules JSON (default: the built-in "
+                 "echoprime_jax/retrieval/label_rules.json)")
   b.add_argument("--index", default="auto", choices=("auto", "exact", "scann"),
                  help="search index: exact below 20,000 candidates with auto")
-  b.add_argument("--leaves", type=int, default=0, help="ScaNN tree leaves (0: ~sqrt(N))")
-  b.add_argument("--search_leaves", type=int, default=0,
+  from echoprime_jax.runtime.cli import at_least
+  b.add_argument("--leaves", type=at_least(0), default=0, help="ScaNN tree leaves (0: ~sqrt(N))")
+  b.add_argument("--search_leaves", type=at_least(0), default=0,
                  help="ScaNN leaves searched per query (0: ~5%% of the leaves)")
-  b.add_argument("--reorder", type=int, default=0,
+  b.add_argument("--reorder", type=at_least(0), default=0,
                  help="ScaNN candidates re-scored exactly (0: 250)")
   e = sub.add_parser("evaluate", help="score retrieved reports and kNN measurements")
   e.add_argument("--db", required=True, help="database folder (from build)")
   e.add_argument("--mil_run", required=True, help="the MIL run whose export holds the queries")
   e.add_argument("--split", default="", help="query split (default: the run's eval split)")
-  e.add_argument("--k", type=int, default=50, help="neighbours per kNN measurement (50)")
+  e.add_argument("--k", type=at_least(1), default=50, help="neighbours per kNN measurement (50)")
   e.add_argument("--match", default="section", choices=("section", "report"),
                  help="each section's query searches the candidates' same-section text "
                       "embeddings (section, what the MIL stage trains for) or their whole-report "
                       "embeddings (report, EchoPrime's database)")
-  e.add_argument("--consensus", type=int, default=1,
+  e.add_argument("--consensus", type=at_least(1), default=1,
                  help="compose each section from the nearest neighbour having it (1, "
                       "EchoPrime's rule) or from the medoid of the N nearest having it")
   e.add_argument("--out", default="", help="write the metrics as JSON here")
@@ -144,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  return build(args) if args.command == "build" else evaluate(args)
+  from echoprime_jax.runtime import cli
+  return cli.run(lambda: build(args) if args.command == "build" else evaluate(args))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 
-from echoprime_jax import xla_flags  # noqa: E402
+from echoprime_jax.runtime import xla_flags  # noqa: E402
 
 xla_flags.apply()
 

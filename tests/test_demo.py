@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from echoprime_jax import demo
 
@@ -82,3 +83,23 @@ def test_a_figure_beats_its_baseline_only_when_its_interval_clears_it():
   assert not demo.Figure("R@1", 0.30, (0.19, 0.38), 0.20, "chance", True).beats
   assert demo.Figure("MAE", 6.0, (5.0, 7.9), 8.0, "mean", False).beats
   assert not demo.Figure("MAE", 6.0, (5.0, 8.1), 8.0, "mean", False).beats
+
+
+def test_the_demo_replaces_and_clears_only_what_it_made(tmp_path):
+  """A folder of the user's with a stage's name is refused, never replaced; --fresh (clear)
+  removes the demo's own stages and leaves the rest."""
+  settings = demo.Settings(studies=2, frames=4)
+  work = tmp_path / "work"
+  (work / "shards").mkdir(parents=True)
+  (work / "shards" / "mine.txt").write_text("the user's")
+  (work / "notes.md").write_text("the user's")
+  d = demo.Demo(str(work), settings)
+  d.run(until="archive", progress=lambda _: None)
+  assert (work / "archive" / "ground_truth.csv").is_file()
+  with pytest.raises(FileExistsError, match="was not made by the demo"):
+    d.run(until="shards", progress=lambda _: None)
+  assert (work / "shards" / "mine.txt").read_text() == "the user's"
+  d.clear()
+  assert not (work / "archive").exists() and not (work / ".stages").exists()
+  assert sorted(p.name for p in work.iterdir()) == ["notes.md", "shards"]
+  assert (work / "shards" / "mine.txt").read_text() == "the user's"

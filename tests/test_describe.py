@@ -34,4 +34,6 @@ def test_tiny_variant_and_bf16_override():
 def test_help_lists_flags(flag):
   out = subprocess.run([sys.executable, "-m", "echoprime_jax.describe", flag], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1, out.stderr[-2000:]  # absl exits 1 after printing --help
   assert "--config" in out.stdout and "--tower" in out.stdout
+  assert "--tower: Describe a converted tower checkpoint directory" in out.stdout

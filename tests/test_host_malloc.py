@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from echoprime_jax import host_malloc
+from echoprime_jax.runtime import host_malloc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # which would hide the difference) and counts the page faults of touching the second block.
 _PROBE = """
 import ctypes, json, resource, sys
-from echoprime_jax import host_malloc
+from echoprime_jax.runtime import host_malloc
 applied = host_malloc.keep_freed_memory(force=True) if sys.argv[1] == "tuned" else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -1,6 +1,6 @@
 """The XLA flags the entry points set: appended once, never overriding the user's own."""
 
-from echoprime_jax import xla_flags
+from echoprime_jax.runtime import xla_flags
 
 
 def test_flags_are_appended_once_and_user_settings_win():

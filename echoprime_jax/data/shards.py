@@ -55,9 +55,14 @@ class ShardIndex:
     offsets, total = {}, 0
     for path in self.shard_paths(split):
       offsets[os.path.basename(path)] = total
-      reader = ArrayRecordReader(path)
-      total += reader.num_records()
-      reader.close()
+      try:
+        reader = ArrayRecordReader(path)
+        total += reader.num_records()
+        reader.close()
+      except (OSError, RuntimeError, ValueError) as e:  # a truncated or foreign file
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"{path}: not a readable shard ({detail}); was the conversion "
+                         "complete? rerun data_prep.convert") from None
     return offsets
 
   def studies(self, split: str) -> list[Study]:
@@ -65,11 +70,20 @@ class ShardIndex:
     import pyarrow.parquet as pq
     offsets = self.shard_offsets(split)
     coarse = views_lib.coarse_taxonomy()
-    table = pq.read_table(os.path.join(self.data_dir, "studies.parquet")).to_pylist()
+    path = os.path.join(self.data_dir, "studies.parquet")
+    try:
+      table = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+      raise ValueError(f"{path}: unreadable ({' '.join(str(e).split())[:200]}); was the "
+                       "conversion complete? rerun data_prep.convert") from None
     out = []
     for row in sorted(table, key=lambda r: r["study_id"]):
       if row["split"] != split:
         continue
+      missing = sorted(set(row["shards"]) - set(offsets))
+      if missing:
+        raise ValueError(f"{self.data_dir}: studies.parquet names shard {missing[0]}, which is "
+                         "not there; copy the whole folder, or rerun data_prep.convert")
       records = tuple(offsets[s] + int(i) for s, i in zip(row["shards"], row["record_indices"]))
       names = tuple(str(v or "") for v in row["views"])
       views = tuple(coarse.index(v) for v in names)

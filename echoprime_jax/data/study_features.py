@@ -1,4 +1,4 @@
-"""Grain pipeline over cached embeddings (`embeddings.SplitEmbeddings`): whole studies as bags
+"""Grain pipeline over cached embeddings (`split_embeddings.SplitEmbeddings`): whole studies as bags
 of per-video features, for the MIL stage.
 
 Each batch (B studies, V = max_videos slots, S sections, D embedding dims, K views):
@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from echoprime_jax.data import pipeline
-from echoprime_jax.embeddings import SplitEmbeddings
+from echoprime_jax.data.split_embeddings import SplitEmbeddings
 
 
 @dataclasses.dataclass(frozen=True)

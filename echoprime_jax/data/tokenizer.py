@@ -57,13 +57,13 @@ def train_wordpiece(texts: Iterable[str], out_dir: str, vocab_size: int = 8000):
   return load_tokenizer(out_dir)
 
 
-def tokenizer_for_run(run_dir: str, tokenizer_dir: str | None, texts: Iterable[str],
+def tokenizer_for_run(saved: str, tokenizer_dir: str | None, texts: Iterable[str],
                       vocab_size: int = 8000):
-  """The run's tokenizer: the given directory, else the one saved in run_dir/tokenizer, else a
-  WordPiece vocabulary trained on `texts` and saved there."""
+  """The run's tokenizer: the given directory, else the one saved in `saved` (the run
+  folder's tokenizer/, `RunFolder.tokenizer`), else a WordPiece vocabulary trained on `texts`
+  and saved there."""
   if tokenizer_dir:
     return load_tokenizer(tokenizer_dir)
-  saved = os.path.join(run_dir, "tokenizer")
   if os.path.isdir(saved):
     return load_tokenizer(saved)
   return train_wordpiece(texts, saved, vocab_size)

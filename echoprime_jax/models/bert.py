@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from echoprime_jax.models import layers
+from echoprime_jax.models import cpu_kernels, layers
 
 _ACTIVATIONS = {
     "gelu": layers.gelu,  # HF "gelu" is the exact erf form
@@ -125,7 +125,7 @@ class Layer(nnx.Module):
   def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
     """x: (B, S, hidden); key_mask: (B, 1, 1, S) bool -> (B, S, hidden)."""
     b, s, h = x.shape
-    x = layers.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
+    x = cpu_kernels.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
     split = lambda t: t.reshape(b, s, self.num_heads, self.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
     if self.attn_dropout.deterministic or self.attn_dropout_rate == 0.0:
@@ -135,7 +135,7 @@ class Layer(nnx.Module):
       logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
       probs = self.attn_dropout(jax.nn.softmax(logits.astype(jnp.float32), -1).astype(v.dtype))
       ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
-    x = layers.materialize_cotangent(
+    x = cpu_kernels.materialize_cotangent(
         self.attn_norm(x + self.dropout(self.attn_out(ctx.reshape(b, s, h)))))
     y = self.mlp_out(self.activation(self.mlp_in(x)))
     return self.mlp_norm(x + self.dropout(y))

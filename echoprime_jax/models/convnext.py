@@ -3,9 +3,9 @@
 `images: (B, H, W, 3)` normalised float -> `(B, num_classes)` logits. EchoPrime's released
 view classifier is `convnext_base` with an 11-way head, fed frame 0 of each normalised clip.
 
-The 7x7 depthwise convolutions use `layers.depthwise_conv` (strided slices), not XLA:CPU's
+The 7x7 depthwise convolutions use `cpu_kernels.depthwise_conv` (strided slices), not XLA:CPU's
 grouped convolution, for the same reason as MViT's pooling (see that function); the stem and
-downsampling convolutions (stride == kernel) are reshape + matmul (`layers.PatchConv`).
+downsampling convolutions (stride == kernel) are reshape + matmul (`cpu_kernels.PatchConv`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from data_prep.views import COARSE_VIEWS  # the taxonomy lives with the data (no JAX there)
-from echoprime_jax.models import layers
+from echoprime_jax.models import cpu_kernels, layers
 
 
 @dataclasses.dataclass(frozen=True)
 class ConvNeXtConfig:
   depths: tuple[int, ...] = (3, 3, 27, 3)
   dims: tuple[int, ...] = (128, 256, 512, 1024)
-  num_classes: int = len(COARSE_VIEWS)
+  num_classes: int = 11  # EchoPrime's coarse views (data_prep.views.COARSE_VIEWS)
   layer_scale_init: float = 1e-6
   stochastic_depth: float = 0.5
   norm_eps: float = 1e-6
@@ -67,7 +66,7 @@ class Block(nnx.Module):
 
   def __init__(self, dim: int, drop_rate: float, cfg: ConvNeXtConfig, *, rngs: nnx.Rngs):
     dt, pdt = cfg.dtype, cfg.param_dtype
-    self.dwconv = layers.DepthwiseConv(dim, (7, 7), (1, 1), (3, 3), use_bias=True, dtype=dt,
+    self.dwconv = cpu_kernels.DepthwiseConv(dim, (7, 7), (1, 1), (3, 3), use_bias=True, dtype=dt,
                                        param_dtype=pdt, rngs=rngs)
     self.norm = layers.layer_norm(dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt, rngs=rngs)
     self.pw1 = layers.linear(dim, 4 * dim, dtype=dt, param_dtype=pdt, rngs=rngs)
@@ -90,7 +89,7 @@ class Stage(nnx.Module):
     downsample = in_dim != dim
     self.down_norm = (layers.layer_norm(in_dim, eps=cfg.norm_eps, dtype=dt, param_dtype=pdt,
                                         rngs=rngs) if downsample else None)
-    self.down_conv = (layers.PatchConv(in_dim, dim, 2, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.down_conv = (cpu_kernels.PatchConv(in_dim, dim, 2, dtype=dt, param_dtype=pdt, rngs=rngs)
                       if downsample else None)
     self.blocks = nnx.List([Block(dim, r, cfg, rngs=rngs) for r in drop_rates])
 
@@ -109,7 +108,7 @@ class ConvNeXt(nnx.Module):
     self.config = cfg
     dt, pdt = cfg.dtype, cfg.param_dtype
     self.dtype = jnp.dtype(dt)
-    self.stem_conv = layers.PatchConv(3, cfg.dims[0], 4, dtype=dt, param_dtype=pdt, rngs=rngs)
+    self.stem_conv = cpu_kernels.PatchConv(3, cfg.dims[0], 4, dtype=dt, param_dtype=pdt, rngs=rngs)
     self.stem_norm = layers.layer_norm(cfg.dims[0], eps=cfg.norm_eps, dtype=dt, param_dtype=pdt,
                                        rngs=rngs)
     total = sum(cfg.depths)

@@ -2,7 +2,8 @@
 
 Two aggregators with one interface,
 `features: (B, V, F)` per-video features (EchoPrime's layout: L2-normalised 512-d video
-embedding ++ 11-d view one-hot, `section_table.video_features`), `video_mask: (B, V)` bool ->
+embedding ++ 11-d view one-hot, `inference.attention_table.video_features`),
+`video_mask: (B, V)` bool ->
 `(section embeddings (B, S, out_dim), attention (B, S, V))`:
 
 * `GatedAttentionMIL` (learned). Gated attention (Ilse et al., 2018):
@@ -16,8 +17,9 @@ embedding ++ 11-d view one-hot, `section_table.video_features`), `video_mask: (B
   `attention="uniform"` weighs every real video the same (the projection is still trained):
   the ablation that says what learned attention adds.
 * `FixedTableMIL` (not trainable): EchoPrime's released form, a (S, K) table of weights per
-  (section, view) (`section_table.read_csv`); attention[s, v] = table[s, view(v)] normalised over
-  the study's videos, so the pooled direction equals `section_table.pool`'s.
+  (section, view) (`inference.attention_table.read_csv`); attention[s, v] = table[s, view(v)]
+  normalised over the study's videos, so the pooled direction equals
+  `inference.attention_table.pool`'s.
 """
 
 from __future__ import annotations

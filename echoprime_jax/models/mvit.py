@@ -31,6 +31,9 @@ torchvision in `tests/models/test_mvit.py`.
 Other frame counts / resolutions work: the rel-pos tables are created for the config's
 `num_frames` x `image_size` (as torchvision does) and linearly resized at call time when the
 grid differs (torchvision's `_interpolate`: `F.interpolate(mode="linear")`).
+
+Kept in one file (~480 lines): one architecture, read top to bottom against torchvision's
+mvit.py, which it mirrors number for number.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from echoprime_jax.models import layers
+from echoprime_jax.models import cpu_kernels, layers
 
 Grid = tuple[int, int, int]  # (T, H, W) token grid
 
@@ -272,7 +275,7 @@ class Pool(nnx.Module):
 
   def __init__(self, head_dim: int, kernel: Sequence[int], stride: Sequence[int], *, eps: float,
                dtype, param_dtype, rngs: nnx.Rngs):
-    self.conv = layers.DepthwiseConv(head_dim, kernel, stride, [k // 2 for k in kernel],
+    self.conv = cpu_kernels.DepthwiseConv(head_dim, kernel, stride, [k // 2 for k in kernel],
                                      use_bias=False, dtype=dtype, param_dtype=param_dtype,
                                      rngs=rngs)
     self.norm = layers.layer_norm(head_dim, eps=eps, dtype=dtype, param_dtype=param_dtype,
@@ -412,14 +415,14 @@ class MultiscaleBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
     """x: (B, 1 + T*H*W, C_in) -> (B, 1 + T'*H'*W', C_out), new grid."""
-    x = layers.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
+    x = cpu_kernels.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
     x_norm = self.norm1(x)
     x_attn, new_grid = self.attn(x_norm, grid)
     if self.project is not None and self.proj_after_attn:
       x = self.project(x_norm)  # channel change on the *normalised* input
     if _prod(self.stride_q) > 1:
       x, _ = max_pool_skip(x, grid, self.stride_q)
-    x = layers.materialize_cotangent(x + self.drop_path(x_attn))
+    x = cpu_kernels.materialize_cotangent(x + self.drop_path(x_attn))
     x_norm = self.norm2(x)
     if self.project is not None and not self.proj_after_attn:
       x = self.project(x_norm)
@@ -435,8 +438,9 @@ class MViT(nnx.Module):
     dtype, pdtype = cfg.dtype, cfg.param_dtype
     self.dtype = jnp.dtype(dtype)
     c0 = cfg.blocks[0].input_channels
-    self.conv_proj = layers.Conv3d(3, c0, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding,
-                                   dtype=dtype, param_dtype=pdtype, rngs=rngs)
+    self.conv_proj = cpu_kernels.Conv3d(3, c0, cfg.patch_kernel, cfg.patch_stride,
+                                        cfg.patch_padding, dtype=dtype, param_dtype=pdtype,
+                                        rngs=rngs)
     init = layers.trunc_normal_02
     self.class_token = nnx.Param(init(rngs.params(), (c0,), pdtype))
     grids = block_input_grids(cfg)

@@ -9,7 +9,10 @@ Folder layout (`save` / `load`):
   section_index/<j>/   one index per section over the candidates that have it (rows in
                        section_rows.npz)
   rules.json           the label rules the labels were extracted with
-  database.json        {"size", "dim", "labels", "format"}
+  database.json        {"size", "dim", "labels", "sections", "section_sizes", "format"}: the
+                       manifest `load` checks every file against
+The folder is written whole or not at all (`run.output_folder`): a crashed rebuild leaves the
+old database, never old indexes beside new candidates.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import shutil
 
 import numpy as np
 
-from echoprime_jax.retrieval import index as index_lib
+from echoprime_jax.retrieval import search_index as index_lib
 from echoprime_jax.retrieval import labels as labels_lib
 
 FORMAT = 1
@@ -46,10 +49,15 @@ class CandidateDatabase:
     """(M,) bool: the candidate's report has text for section `name`."""
     return np.asarray([bool(s.get(name, "").strip()) for s in self.sections])
 
-  def save(self, directory: str, rules_path: str) -> None:
+  def save(self, dest: str, rules_path: str, overwrite: bool = False) -> None:
+    """Writes the database folder `dest` (replacing one of ours only with `overwrite`)."""
+    from echoprime_jax.run import output_folder
+    with output_folder.atomic(dest, "database", overwrite) as directory:
+      self._write(directory, rules_path)
+
+  def _write(self, directory: str, rules_path: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    os.makedirs(directory, exist_ok=True)
     columns = {"study_id": [str(s) for s in self.study_ids],
                "sections": [json.dumps(s) for s in self.sections]}
     columns.update({f"label_{k}": v.astype(np.float32) for k, v in self.labels.items()})
@@ -67,6 +75,7 @@ class CandidateDatabase:
     with open(os.path.join(directory, "database.json"), "w") as f:
       json.dump({"size": len(self), "dim": int(self.embeddings.shape[1]),
                  "labels": list(self.labels), "sections": list(self.section_names),
+                 "section_sizes": [len(rows) for rows, _ in (self.section_indexes or [])],
                  "format": FORMAT}, f, indent=2)
 
   @classmethod
@@ -90,11 +99,38 @@ class CandidateDatabase:
         sec_idx = [(z[str(j)], index_lib.load_index(os.path.join(directory, "section_index",
                                                                  str(j))))
                    for j in range(len(names))]
-    return cls(np.asarray(table["study_id"], str),
-               np.load(os.path.join(directory, "embeddings.npy")),
-               [json.loads(s) for s in table["sections"]], labels,
-               labels_lib.load_rules(os.path.join(directory, "rules.json")), index,
-               names, sec_emb, sec_idx)
+    db = cls(np.asarray(table["study_id"], str),
+             np.load(os.path.join(directory, "embeddings.npy")),
+             [json.loads(s) for s in table["sections"]], labels,
+             labels_lib.load_rules(os.path.join(directory, "rules.json")), index,
+             names, sec_emb, sec_idx)
+    _check(db, meta, directory)
+    return db
+
+
+def _check(db: "CandidateDatabase", meta: dict, directory: str) -> None:
+  """ValueError naming what disagrees when the files do not match the manifest (a folder
+  assembled from two builds, a truncated file)."""
+  n, dim = int(meta.get("size", -1)), int(meta.get("dim", -1))
+  found = {"candidates": len(db.study_ids), "embeddings": db.embeddings.shape[0]}
+  if db.index is not None:
+    found["index"] = len(db.index)
+  if db.section_embeddings is not None:
+    found["section_embeddings"] = db.section_embeddings.shape[0]
+  wrong = {k: v for k, v in found.items() if v != n}
+  if db.embeddings.ndim != 2 or db.embeddings.shape[1] != dim:
+    wrong["embedding size"] = db.embeddings.shape[1:]
+  sizes = meta.get("section_sizes")
+  if db.section_indexes is not None and sizes is not None:
+    for j, (rows, idx) in enumerate(db.section_indexes):
+      # a section no candidate has gets a one-row placeholder index (`build`)
+      if (len(rows) != sizes[j] or len(idx) != max(len(rows), 1)
+          or (len(rows) and rows.max() >= n)):
+        wrong[f"section {db.section_names[j]!r}"] = (len(rows), len(idx))
+  if wrong:
+    raise ValueError(f"{directory}: its files disagree with database.json ({n} candidates of "
+                     f"{dim} dims; found {wrong}); rebuild it with "
+                     "python -m echoprime_jax.index build")
 
 
 def build(study_ids, embeddings: np.ndarray, sections: list[dict[str, str]],

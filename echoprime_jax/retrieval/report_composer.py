@@ -4,11 +4,12 @@ Queries are a study's section embeddings `(Q, S, D)` (MIL or fixed-table pooling
 report section, in `section_names` order); each section searches the candidate database on its
 own, either against the candidates' whole-report embeddings (`match="report"`, EchoPrime's
 database) or against their embeddings of that same section (`match="section"`: what this
-project's MIL stage is trained to match, `mil_stage.py`). Neighbour rows are -1 where a section
-has fewer candidates than k. Report: for each section in canonical order, the text of the nearest candidate whose report
-has that section (EchoPrime's rule). Measurements: each label reads the neighbours of *its own
-section* (looked up by name; EchoPrime's released code indexes an 11-entry list against a
-15-row matrix, so most labels read another section's neighbours):
+project's MIL stage is trained to match, `train/stages/mil.py`). Neighbour rows are -1 where a
+section has fewer candidates than k. Report: for each section in canonical order, the text of
+the nearest candidate whose report has that section (EchoPrime's rule). Measurements: each
+label reads the neighbours of *its own section* (looked up by name; EchoPrime's released code
+indexes an 11-entry list against a 15-row matrix, so most labels read another section's
+neighbours):
   regression  mean of the k neighbours' values (NaN ignored);
   binary      fraction of positives, and `positive` = fraction >= the label's threshold
               (`thresholds`, default 0.5);

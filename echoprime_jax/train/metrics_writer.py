@@ -1,4 +1,5 @@
-"""Training metrics to WORKDIR/metrics.jsonl (one JSON object per line) and TensorBoard.
+"""Training metrics to the run folder's metrics.jsonl (one JSON object per line) and
+TensorBoard.
 
 Only the main process writes (others are disabled), so multi-host runs log once.
 """
@@ -7,31 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
-from typing import Any
+
+from echoprime_jax.run.folder import RunFolder
 
 log = logging.getLogger("echoprime_jax.train")
 
 
 class MetricsWriter:
 
-  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, run: RunFolder, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
     self._jsonl = None
     self._tb = None
     if not enabled:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = open(run.metrics, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def write_config(self, config: dict[str, Any]) -> None:
-    if self.enabled:
-      with open(os.path.join(os.path.dirname(self._jsonl.name), "config.json"), "w") as f:
-        json.dump(config, f, indent=2, default=str)
+      self._tb = SummaryWriter(run.tensorboard)
 
   def write(self, step: int, values: dict[str, float]) -> None:
     if not self.enabled:

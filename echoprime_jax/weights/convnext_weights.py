@@ -52,7 +52,8 @@ def config_from_state_dict(state_dict: Mapping[str, Any], **overrides) -> convne
     dims.append(int(np.shape(state_dict[f"features.{2 * stage + 1}.0.layer_scale"])[0]))
   if not depths:
     raise mapping.WeightImportError("ConvNeXt checkpoint", ["features.1.0.layer_scale"], [], [])
-  head = state_dict.get("classifier.2.weight")
+  # a head saved as a bare Linear still sizes the model's (WeightImportError's hint names both)
+  head = state_dict.get("classifier.2.weight", state_dict.get("classifier.weight"))
   # torchvision's stochastic-depth rate for a known variant (only matters when fine-tuning)
   rate = next((sd for d, w, sd in convnext.VARIANTS.values()
                if d == tuple(depths) and w == tuple(dims)), 0.1)

@@ -41,7 +41,28 @@ class WeightImportError(ValueError):
         lines.extend(f"    {k}" for k in items[:limit])
         if len(items) > limit:
           lines.append(f"    ... and {len(items) - limit} more")
+    hint = _renamed_hint(missing, unexpected)
+    if hint:
+      lines.append(f"  {hint}")
     super().__init__("\n".join(lines))
+
+
+def _renamed_hint(missing: list[str], unexpected: list[str]) -> str:
+  """A likely reason when the file's keys are the model's under another nesting, e.g. a head
+  `Sequential(Dropout, Linear)` (head.1.weight) saved as a bare `Linear` (head.weight)."""
+  pairs = []
+  for m in missing:
+    parts = m.split(".")
+    for u in unexpected:
+      q = u.split(".")
+      if q[-1] == parts[-1] and len(q) < len(parts) and q[:-1] == parts[:len(q) - 1]:
+        pairs.append((u, m))
+  if not pairs:
+    return ""
+  u, m = pairs[0]
+  return (f"hint: {u} looks like {m} with a layer's nesting removed (a head replaced by a "
+          "bare Linear?); rename the file's keys to the model's (e.g. with --strip-prefix or "
+          "a re-save) and convert again")
 
 
 @dataclasses.dataclass(frozen=True)

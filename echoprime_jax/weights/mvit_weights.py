@@ -34,7 +34,9 @@ def config_from_state_dict(state_dict: Mapping[str, Any], **overrides) -> mvit.M
         "MViT checkpoint", [], [],
         [f"the file has {n_blocks} blocks; mvit_v2_s has {len(base.blocks)} "
          "(pass an explicit MViTConfig for other layouts)"])
-  head = state_dict.get("head.1.weight")
+  # a head saved as a bare Linear (head.weight) still sizes the model's: the conversion then
+  # names both spellings (WeightImportError's hint)
+  head = state_dict.get("head.1.weight", state_dict.get("head.weight"))
   num_outputs = int(np.shape(head)[0]) if head is not None else 0
   return base.replace(num_outputs=num_outputs, **overrides)
 

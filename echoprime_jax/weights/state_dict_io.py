@@ -12,6 +12,7 @@ Checkpoints that wrap the weights (`{"state_dict": ...}`, `{"model": ...}`,
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,12 @@ def load_state_dict(path: str, strip_prefix: str | None = None) -> dict[str, np.
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such weight file")
   if path.endswith(".safetensors"):
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
-    sd = dict(load_file(path))
+    try:
+      sd = dict(load_file(path))
+    except SafetensorError as e:
+      raise ValueError(f"{path}: not a readable .safetensors file ({e}); is it complete?") from None
   else:
     sd = _load_torch_file(path)
   sd = unwrap(sd)
@@ -71,15 +76,22 @@ def _load_torch_file(path: str) -> dict[str, Any]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f"{path}: reading PyTorch pickle files needs torch (pip install torch), "
-                      "or convert the file to .safetensors first") from e
+    # a user's environment, not a bug: one line (ValueError), what to install
+    raise ValueError(f"{path}: reading PyTorch pickle files needs torch >= 2.6 (pip install "
+                     "'torch>=2.6'), or convert the file to .safetensors first") from e
+  if tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2]) < (2, 6):
+    # before 2.6, weights_only=True could be bypassed (CVE-2025-32434)
+    raise ValueError(f"{path}: reading .pt files safely needs torch >= 2.6 (found "
+                     f"{torch.__version__}); upgrade it or convert the file to .safetensors")
+  if os.path.getsize(path) == 0:
+    raise ValueError(f"{path}: the file is empty; point --input at the weights file")
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises UnpicklingError (and others) for unsafe content
     raise UnsafeCheckpointError(
-        f"{path}: refused to load: the file is not a plain weights file "
-        f"(torch.load(weights_only=True) failed: {str(e).splitlines()[0]}). Re-save it as a "
-        "state dict of tensors (torch.save(model.state_dict(), ...)) or as .safetensors.") from e
+        f"{path}: refused to load: the file is not a plain weights file ({_why(e)}). Re-save "
+        "it as a state dict of tensors (torch.save(model.state_dict(), ...)) or as "
+        ".safetensors.") from e
   obj = unwrap(obj)
   out = {}
   for k, v in obj.items():
@@ -87,6 +99,17 @@ def _load_torch_file(path: str) -> dict[str, Any]:
       v = v.float()
     out[k] = v.detach().cpu().numpy()
   return out
+
+
+def _why(error: Exception) -> str:
+  """torch's refusal in a few words: the global (class or function) the file refers to (torch's
+  own message is many lines with terminal colour codes), else its first line."""
+  text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+  found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+  if found:
+    return f"it refers to {found.group(1)}, which could run code"
+  first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+  return first or f"{type(error).__name__}: unreadable"
 
 
 def _is_array(v: Any) -> bool:

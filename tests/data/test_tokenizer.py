@@ -22,8 +22,8 @@ def tokenizer(tmp_path_factory):
 
 def test_trained_tokenizer_is_saved_and_reloaded_for_the_run(tokenizer, tmp_path):
   run = tmp_path / "run"
-  first = tok_lib.tokenizer_for_run(str(run), None, CORPUS, vocab_size=300)
-  again = tok_lib.tokenizer_for_run(str(run), None, ["entirely different text"] * 5)
+  first = tok_lib.tokenizer_for_run(str(run / "tokenizer"), None, CORPUS, vocab_size=300)
+  again = tok_lib.tokenizer_for_run(str(run / "tokenizer"), None, ["entirely different text"] * 5)
   text = "Left Atrium: dilated. [SEP]"
   assert first(text)["input_ids"] == again(text)["input_ids"]  # the saved vocab, not retrained
   assert tokenizer.cls_token_id is not None and tokenizer.sep_token_id is not None

@@ -102,6 +102,13 @@ def test_rerun_resumes_and_a_lost_shard_is_rewritten(archive, tmp_path):
   assert os.path.exists(tmp_path / victim)
   for n in shards[1:]:
     assert os.path.getmtime(tmp_path / n) == stamp[n]  # finished shards were not redone
+  # a shard truncated after it was recorded as done (a disk filled up, a partial copy): its
+  # record is not trusted, the shard is written again and reads whole
+  (tmp_path / victim).write_bytes((tmp_path / victim).read_bytes()[:100])
+  third = _convert(archive, tmp_path)
+  assert sorted(first, key=lambda r: r["file_key"]) == sorted(third, key=lambda r: r["file_key"])
+  assert convert._records_in(str(tmp_path / victim)) == sum(
+      r["status"] == "converted" and r["shard"] == victim for r in first) > 0
 
 
 def test_refuses_without_a_key(archive, tmp_path, monkeypatch, capsys):

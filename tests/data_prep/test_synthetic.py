@@ -92,9 +92,14 @@ def test_effusion_severity_is_visible():
   assert _cavity_area(severe).mean() > 1.2 * _cavity_area(none).mean()
 
 
-def test_cli_help():
-  with pytest.raises(SystemExit):
+def test_cli_help(capsys):
+  with pytest.raises(SystemExit) as e:
     synthetic.main(["--help"])
+  assert e.value.code == 0
+  text = capsys.readouterr().out
+  for flag in ("--out", "--studies", "--seed", "--frames", "--height", "--width",
+               "--still-fraction"):
+    assert flag in text, flag
 
 
 @pytest.mark.parametrize("view", ["A4C", "Subcostal", "SSN"])

@@ -34,5 +34,7 @@ def test_convnext_base_matches_torchvision():
 
 
 def test_coarse_view_names_are_echoprime_order():
-  assert convnext.COARSE_VIEWS[0] == "A2C" and convnext.COARSE_VIEWS[-1] == "Subcostal"
-  assert len(convnext.COARSE_VIEWS) == 11
+  from data_prep.views import COARSE_VIEWS
+  assert COARSE_VIEWS[0] == "A2C" and COARSE_VIEWS[-1] == "Subcostal"
+  # the config's default (models/ imports nothing from data_prep) is the taxonomy's size
+  assert convnext.ConvNeXtConfig().num_classes == len(COARSE_VIEWS) == 11

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from echoprime_jax.models import layers
+from echoprime_jax.models import cpu_kernels, layers
 
 
 def _lax_conv(x, kernel, strides, padding, groups=1):
@@ -44,7 +44,7 @@ def test_conv3d_by_frames_value_and_gradients_match_xla_conv():
   def loss(conv, x, kernel):
     return jnp.sum(conv(x, kernel) * target)
 
-  ours = lambda x, k: layers.conv3d_by_frames(x, k, strides, padding)
+  ours = lambda x, k: cpu_kernels.conv3d_by_frames(x, k, strides, padding)
   ref = lambda x, k: _lax_conv(x, k, strides, padding)
   bound = _fp32_tolerance(ref, x, kernel, terms=3 * 7 * 7 * 3)
   diff = np.abs(np.asarray(jax.jit(ours)(x, kernel), np.float64) - np.asarray(ref(x, kernel)))
@@ -59,7 +59,7 @@ def test_conv3d_by_frames_value_and_gradients_match_xla_conv():
 def test_depthwise_conv_matches_grouped_xla_conv():
   x, kernel = _random((2, 5, 9, 8, 6), 3), _random((3, 3, 3, 1, 6), 4)
   strides, padding = (1, 2, 2), ((1, 1), (1, 1), (1, 1))
-  ours = jax.jit(lambda x, k: layers.depthwise_conv(x, k, strides, padding))(x, kernel)
+  ours = jax.jit(lambda x, k: cpu_kernels.depthwise_conv(x, k, strides, padding))(x, kernel)
   ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=6)
   diff = np.abs(np.asarray(ours, np.float64) - np.asarray(ref(x, kernel)))
   assert (diff <= _fp32_tolerance(ref, x, kernel, terms=3 * 3 * 3)).all()
@@ -79,7 +79,7 @@ def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, 
   ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=shape[-1])
   target = _random(ref(x, kernel).shape, 7)
   g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(
-      layers.depthwise_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
+      cpu_kernels.depthwise_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
   g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * target), argnums=(0, 1))(x, kernel)
   for a, b in zip(g_ours, g_ref):
     assert float(jnp.abs(b).max()) > 1.0
@@ -87,7 +87,7 @@ def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, 
 
 
 def test_patch_conv_matches_a_stride_equal_kernel_conv():
-  conv = layers.PatchConv(3, 8, 4, dtype=jnp.float32, param_dtype=jnp.float32,
+  conv = cpu_kernels.PatchConv(3, 8, 4, dtype=jnp.float32, param_dtype=jnp.float32,
                           rngs=nnx.Rngs(0))
   x = _random((2, 18, 17, 3), 5)  # 18x17: rows/columns beyond whole patches are dropped
   ref = _lax_conv(x, conv.kernel[...], (4, 4), "VALID") + conv.bias[...]
@@ -149,7 +149,7 @@ def test_dropout_broadcast_dims_share_one_decision():
 
 
 def test_materialize_cotangent_is_an_identity_whose_gradient_survives_compilation():
-  f = lambda x: jnp.sum(jnp.sin(layers.materialize_cotangent(x * 2.0)) ** 2)
+  f = lambda x: jnp.sum(jnp.sin(cpu_kernels.materialize_cotangent(x * 2.0)) ** 2)
   ref = lambda x: jnp.sum(jnp.sin(x * 2.0) ** 2)
   x = _random((33, 17), 3)
   np.testing.assert_array_equal(jax.jit(f)(x), jax.jit(ref)(x))

@@ -9,7 +9,8 @@ import optax
 import pytest
 from flax import nnx
 
-from echoprime_jax.models import mil, section_table
+from echoprime_jax.inference import attention_table as section_table
+from echoprime_jax.models import mil
 
 
 def _model(**kw):

@@ -4,7 +4,7 @@ save and load."""
 import numpy as np
 import pytest
 
-from echoprime_jax.retrieval import index
+from echoprime_jax.retrieval import search_index as index
 
 
 def _data(n, d=32, seed=0):
@@ -61,3 +61,51 @@ def test_scann_recall_against_exact(tmp_path):
 def test_recall_at_k_by_hand():
   assert index.recall_at_k(np.asarray([[1, 2, 3]]), np.asarray([[3, 4, 1]]), 3) == \
       pytest.approx(2 / 3)
+
+
+class _Payload:
+  """Unpickling this writes a marker file: the proof that a loader ran code from a file."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (open, (self.marker, "w"))
+
+
+def test_planted_pickles_in_a_saved_index_are_refused_and_never_run(tmp_path):
+  import pickle
+  import shutil
+  centres = _data(20, 16, seed=5)
+  db = _clustered(2000, centres, 6)
+  index.ScannIndex.build(db, num_leaves=20, leaves_to_search=5).save(str(tmp_path / "sc"))
+  index.ExactIndex(db).save(str(tmp_path / "ex"))
+  marker = tmp_path / "RAN"
+  payload = pickle.dumps(_Payload(marker))
+  cases = {  # where a payload goes -> what the refusal names
+      "sc/scann/scann_docids.pkl": "scann_docids.pkl",  # ScaNN's loader would unpickle it
+      "sc/extra.pkl": "extra.pkl",
+      "ex/database.pkl": "database.pkl"}
+  for where, named in cases.items():
+    folder = tmp_path / where.split("/")[0]
+    trial = tmp_path / "trial"
+    shutil.rmtree(trial, ignore_errors=True)
+    shutil.copytree(folder, trial)
+    (trial / where.split("/", 1)[1]).write_bytes(payload)
+    with pytest.raises(ValueError, match=named):
+      index.load_index(str(trial))
+    assert not marker.exists(), where
+  # an assets file that points outside the index is refused too
+  trial = tmp_path / "trial"
+  shutil.rmtree(trial)
+  shutil.copytree(tmp_path / "sc", trial)
+  assets = trial / "scann" / "scann_assets.pbtxt"
+  assets.write_text(assets.read_text().replace('"dataset.npy"', '"../../elsewhere.npy"'))
+  with pytest.raises(ValueError, match="outside the index"):
+    index.load_index(str(trial))
+  # and the untouched folders still load
+  assert index.load_index(str(tmp_path / "sc")).search(db[:3], 5)[0].shape == (3, 5)
+  assert index.load_index(str(tmp_path / "ex")).search(db[:3], 5)[0].shape == (3, 5)
+  # the payload itself works when unpickled (so the test above can fail)
+  pickle.loads(payload).close()
+  assert marker.exists()

@@ -37,12 +37,17 @@ def test_build_and_evaluate_on_the_tiny_mil_run(tiny_mil_run, tmp_path):
   index = ShardIndex(json.load(open(mil_dir / "config.json"))["data"]["dir"])
   assert m["queries"] == len(index.studies("val"))
   assert m["candidates"] == len(index.studies("train"))
+  # the demo's seed-0 run (held on this machine and under SSE4_2; the demo judges the same
+  # figures with intervals): retrieved reports state the findings far better than random
+  # neighbours' (measured 0.87 vs 0.37, 0.78 vs 0.42), kNN grades beat the majority grade
+  # (0.87 vs 0.55, 0.78 vs 0.60), LVEF from neighbours beats the candidates' mean (5.7 vs
+  # 15.1), LV dysfunction AUC 0.96 (0.91-0.95 on seeds 1-2)
   for name in ("pericardial_effusion", "left_atrium_dilation"):
-    for key in (f"report/{name}_accuracy", f"random_report/{name}_accuracy",
-                f"knn/{name}_grade_accuracy", f"majority_baseline/{name}_grade_accuracy"):
-      assert 0.0 <= m[key] <= 1.0, key
-  assert m["knn/lvef_mae"] > 0 and m["mean_baseline/lvef_mae"] > 0
-  assert 0.0 <= m["knn/lv_systolic_dysfunction_auc"] <= 1.0
+    assert m[f"report/{name}_accuracy"] > m[f"random_report/{name}_accuracy"] + 0.2, name
+    assert (m[f"knn/{name}_grade_accuracy"]
+            > m[f"majority_baseline/{name}_grade_accuracy"] + 0.1), name
+  assert m["knn/lvef_mae"] < 0.6 * m["mean_baseline/lvef_mae"]
+  assert m["knn/lv_systolic_dysfunction_auc"] > 0.8
   # one row per held-out study (its pseudonym), and every mean-type figure is its column's mean
   import csv
   import math

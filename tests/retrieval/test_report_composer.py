@@ -136,3 +136,38 @@ def test_consensus_composition_takes_the_neighbourhoods_medoid():
   assert two["sources"]["Left Ventricle"] == 1
   with pytest.raises(ValueError, match="consensus"):
     report_composer.compose(nbrs, db, ("Left Ventricle",), consensus=0)
+
+
+def test_a_database_is_written_whole_and_a_mixed_one_is_refused(tmp_path):
+  """The folder is replaced only whole (and only with overwrite); one assembled from two
+  builds (a crashed rebuild in older versions) is refused with what disagrees."""
+  import shutil
+  from echoprime_jax.retrieval import labels
+  reports = [{"Left Ventricle": f"Ejection fraction is {e}%.", "Pericardium": "No effusion."}
+             for e in (60, 20, 35, 50)]
+  sec = np.random.default_rng(0).standard_normal((4, 3, 8)).astype(np.float32)
+  big = database.build(["a", "b", "c", "d"], np.eye(4, 8, dtype=np.float32), reports,
+                       index_kind="exact", section_names=SECTIONS, section_embeddings=sec)
+  small = database.build(["a", "b", "c"], np.eye(3, 8, dtype=np.float32), reports[:3],
+                         index_kind="exact", section_names=SECTIONS,
+                         section_embeddings=sec[:3])
+  big.save(str(tmp_path / "db"), labels.DEFAULT_RULES)
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    small.save(str(tmp_path / "db"), labels.DEFAULT_RULES)
+  assert len(database.CandidateDatabase.load(str(tmp_path / "db"))) == 4  # untouched
+  small.save(str(tmp_path / "db"), labels.DEFAULT_RULES, overwrite=True)
+  assert len(database.CandidateDatabase.load(str(tmp_path / "db"))) == 3
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # no temporary sibling left
+  # old section indexes beside new candidates: refused, naming what disagrees
+  small.save(str(tmp_path / "mixed"), labels.DEFAULT_RULES)
+  big.save(str(tmp_path / "other"), labels.DEFAULT_RULES)
+  shutil.rmtree(tmp_path / "mixed" / "index")
+  shutil.copytree(tmp_path / "other" / "index", tmp_path / "mixed" / "index")
+  with pytest.raises(ValueError, match=r"disagree with database.json .*'index': 4"):
+    database.CandidateDatabase.load(str(tmp_path / "mixed"))
+  # a folder we did not write is never replaced
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "mine.txt").write_text("x")
+  with pytest.raises(ValueError, match="not written by echoprime-jax"):
+    small.save(str(tmp_path / "notes"), labels.DEFAULT_RULES, overwrite=True)
+  assert (tmp_path / "notes" / "mine.txt").read_text() == "x"

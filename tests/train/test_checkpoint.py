@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from echoprime_jax.data import pipeline
-from echoprime_jax.train.checkpoint import Checkpointer
+from echoprime_jax.run.checkpoints import Checkpointer
 
 CFG = pipeline.PipelineConfig(batch_size=2, clip_length=4, clip_stride=2, frame_size=64,
                               read_threads=2, read_buffer=4)

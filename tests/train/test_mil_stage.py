@@ -7,13 +7,16 @@ import os
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import mil as mil_config
 from data_prep.views import COARSE_VIEWS
 from echoprime_jax import parallel
-from echoprime_jax.embeddings import SplitEmbeddings
-from echoprime_jax.models import section_table
-from echoprime_jax.train import mil_stage
+from echoprime_jax.data.split_embeddings import SplitEmbeddings
+from echoprime_jax.inference import attention_table as section_table
+from echoprime_jax.inference.load import load_run
+from echoprime_jax.inference.mil_pooling import SplitPooler
+from echoprime_jax.train.stages import mil as mil_stage
 
 K = len(COARSE_VIEWS)
 S = len(section_table.TABLE_SECTIONS)
@@ -81,9 +84,13 @@ def trained(tmp_path_factory):
 
 def test_attention_concentrates_on_the_informative_view(trained):
   workdir, result, eval_emb, mesh = trained
-  graphdef = mil_stage.abstract_graphdef(_config(), eval_emb.video_embedding.shape[1])
-  evaluator = mil_stage.Evaluator(_config(), eval_emb, graphdef, mesh, workdir, "val")
-  out = evaluator.outputs(result.state["params"], result.state["rest"])
+  # the run as inference loads it (parameters only), pooled as the export pools a split
+  run = load_run(workdir, mesh, stage="mil")
+  graphdef, params, rest = nnx.split(run.model, nnx.Param, ...)
+  out = SplitPooler(graphdef, eval_emb, batch_size=32, max_videos=16, mesh=mesh)(params, rest)
+  live = SplitPooler(graphdef, eval_emb, batch_size=32, max_videos=16, mesh=mesh)(
+      result.state["params"], result.state["rest"])
+  np.testing.assert_array_equal(out["pooled"], live["pooled"])  # the final step was loaded
   hits, total, mass = 0, 0, []
   for m in range(eval_emb.num_studies):
     real = out["video_mask"][m]
@@ -161,7 +168,7 @@ def test_attention_table_is_relative_to_uniform():
   attention[1, 0] = [0.75, 0.25, 0.0]
   views = np.asarray([[0, 1, -1], [0, 2, -1]])
   mask = np.asarray([[True, True, False], [True, True, False]])
-  table, count = mil_stage.attention_table(attention, views, mask, 4)
+  table, count = section_table.mean_attention(attention, views, mask, 4)
   np.testing.assert_allclose(table[0, :3], [1.25, 1.0, 0.5])  # view 0: (1 + 1.5) / 2
   assert table[0, 3] == pytest.approx(0.5)  # never seen: the row minimum
   np.testing.assert_array_equal(count, [2, 1, 1, 0])

@@ -12,13 +12,15 @@ from configs import pretrain as pretrain_config
 from echoprime_jax import losses, parallel
 from echoprime_jax.data import pipeline
 from echoprime_jax.models import bert, mvit, text_encoder, two_tower
-from echoprime_jax.train import optimizer, pretrain
+from echoprime_jax.train import optimizer
+from echoprime_jax.train import step as step_lib
+from echoprime_jax.train.stages import pretrain
 
 
 def tiny_config(data_dir, **overrides):
   cfg = pretrain_config.get_config("tiny")
   cfg.data.dir = str(data_dir)
-  cfg.data.clip_length, cfg.data.max_text_len = 8, 64
+  cfg.towers.video.num_frames, cfg.towers.text.max_length = 8, 64
   cfg.towers.video.image_size = 64
   cfg.data.read_threads = 1
   for key, value in overrides.items():
@@ -52,16 +54,23 @@ def setup(pipeline_data, converted):
   return cfg, mcfg, batch
 
 
+def _create(mcfg):
+  return two_tower.TwoTower(mcfg, rngs=nnx.Rngs(0))
+
+
 def _one_step(cfg, mcfg, batch, axes, n_devices, steps=2):
+  """The trainer's step (`step.train_step` with the pretraining stage's parts), jitted as the
+  trainer jits it."""
   mesh = parallel.make_mesh(axes, jax.devices()[:n_devices])
-  graphdef, abstract_params, _ = pretrain.split_model(
-      nnx.eval_shape(lambda: pretrain.create_model(mcfg, 0)))
+  graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(lambda: _create(mcfg)), nnx.Param, ...)
   tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, 100)
-  abstract = jax.eval_shape(lambda: pretrain.init_state(mcfg, tx, 0))
+  abstract = jax.eval_shape(lambda: step_lib.init_state(lambda: _create(mcfg), tx))
   shardings = parallel.tree_shardings(abstract, mesh, min_fsdp_size=256)
-  state = jax.jit(lambda: pretrain.init_state(mcfg, tx, 0), out_shardings=shardings)()
-  step = pretrain.jit_train_step(graphdef, tx, schedule, cfg, mesh, shardings,
-                                 parallel.batch_sharding(mesh))
+  state = jax.jit(lambda: step_lib.init_state(lambda: _create(mcfg), tx),
+                  out_shardings=shardings)()
+  batch_sharding = parallel.batch_sharding(mesh)
+  step = step_lib.jit_train_step(graphdef, tx, schedule, **pretrain.step_parts(cfg, mesh),
+                                 state_shardings=shardings, batch_sharding=batch_sharding)
   losses = []
   for _ in range(steps):
     state, metrics = step(state, pipeline.to_global(batch, parallel.batch_sharding(mesh)))
@@ -104,14 +113,14 @@ def test_loss_falls_when_fitting_one_batch(setup):
            "study": np.arange(4, dtype=np.int32)}
   fit = copy.deepcopy(cfg)
   fit.optim.warmup_steps = 2
-  model = nnx.eval_shape(lambda: pretrain.create_model(mcfg, 0))
+  model = nnx.eval_shape(lambda: _create(mcfg))
   model.eval()
-  eval_graphdef = pretrain.split_model(model)[0]
+  eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
 
   def eval_loss(state):
-    v, t = pretrain.embed_step(state["params"], state["rest"], batch, graphdef=eval_graphdef,
-                               cfg=fit)
-    return float(losses.clip_loss(v, t, jnp.log(14.0), batch["study"])[0])
+    e = pretrain.embed_step(state["params"], state["rest"], batch, graphdef=eval_graphdef,
+                            dtype=fit.dtype)
+    return float(losses.clip_loss(e["v"], e["t"], jnp.log(14.0), batch["study"])[0])
 
   _, _, start = _one_step(fit, mcfg, batch, {"data": 2}, 2, steps=0)
   before = eval_loss(start)

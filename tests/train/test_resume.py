@@ -21,8 +21,9 @@ def _command(workdir, data_dir, *extra):
 
 
 def _final_params(workdir):
-  tree = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "6", "state"))
-  return tree["params"], tree["opt_state"]
+  step = os.path.join(workdir, "checkpoints", "6")
+  params = ocp.StandardCheckpointer().restore(os.path.join(step, "params"))
+  return params, ocp.StandardCheckpointer().restore(os.path.join(step, "train_state"))["opt_state"]
 
 
 def _error(stderr: str) -> str:
@@ -68,3 +69,13 @@ def test_kill_9_and_resume_is_bit_exact(converted, tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   log = (killed / "metrics.jsonl").read_text()
   assert '"step": 6' in log
+
+  # the same folder under another config is refused: one line, exit 2, nothing touched
+  steps, recorded = sorted(os.listdir(killed / "checkpoints")), (killed / "config.json").read_text()
+  refused = subprocess.run(_command(killed, data_dir, vocab, "--config.optim.learning_rate=0.5"),
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert refused.returncode == 2, _error(refused.stderr)
+  assert "differing: optim.learning_rate 0.0003 -> 0.5" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  assert sorted(os.listdir(killed / "checkpoints")) == steps
+  assert (killed / "config.json").read_text() == recorded

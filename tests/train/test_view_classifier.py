@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from data_prep.views import COARSE_VIEWS
-from echoprime_jax.train import view_classifier
+from echoprime_jax.inference import view_predictor
+from echoprime_jax.train.stages import views as view_classifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -72,7 +73,7 @@ def test_tiny_run_classifies_held_out_views(tiny_views_run):
 def test_roll_up_sums_the_fine_children():
   logits = np.log(np.asarray([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1]]))
   coarse_ids = (2, 0, 2, 0)  # fine 0, 2 -> coarse 2; fine 1, 3 -> coarse 0
-  p = view_classifier.roll_up(logits, coarse_ids)
+  p = view_predictor.roll_up(logits, coarse_ids)
   assert p.shape == (2, len(COARSE_VIEWS))
   np.testing.assert_allclose(p[:, [0, 2]], [[0.6, 0.4], [0.2, 0.8]])
   np.testing.assert_allclose(p.sum(1), 1.0)

@@ -1,0 +1,1 @@
+"""Evaluation of embeddings and figures: probes, zero-shot, bootstrap intervals."""

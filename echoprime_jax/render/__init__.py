@@ -1,0 +1,1 @@
+"""What people look at: charts (matplotlib) and the one-study HTML page."""

@@ -1,0 +1,1 @@
+"""Process set-up done before JAX starts: XLA flags, the host allocator."""

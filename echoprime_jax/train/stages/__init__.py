@@ -1,0 +1,1 @@
+"""The stages the trainer runs: each module has `setup(cfg, run, mesh) -> Stage`."""
