@@ -21,17 +21,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from tests.pickle_payload import Payload
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class _Payload:
-  """Unpickling this writes a marker file: the proof that a command ran code from a file."""
-
-  def __init__(self, marker):
-    self.marker = str(marker)
-
-  def __reduce__(self):
-    return (open, (self.marker, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -474,7 +466,7 @@ def test_planted_pickles_in_every_folder_a_command_reads_never_run(world, tmp_pa
   read: no command runs it."""
   import shutil
   marker = tmp_path / "RAN"
-  payload = pickle.dumps(_Payload(marker))
+  payload = pickle.dumps(Payload(marker))
   copies = {}
   for key in ("db", "export", "tower", "mil", "pretrain", "views"):
     copies[key] = tmp_path / key

@@ -69,7 +69,8 @@ class Demo:
     for stage in STAGES:
       if self._made_here(stage.name):
         shutil.rmtree(self.path(stage.name), ignore_errors=True)
-    shutil.rmtree(self.path("plots"), ignore_errors=True)
+    if os.path.isfile(self.path("summary.json")):  # plots/ is written with the summary
+      shutil.rmtree(self.path("plots"), ignore_errors=True)
     for name in ("summary.md", "summary.json", "retrieval.json", "retrieval_queries.csv"):
       if os.path.isfile(self.path(name)):
         os.remove(self.path(name))

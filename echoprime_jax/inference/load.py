@@ -81,8 +81,7 @@ def load_run(run_dir: str, mesh=None, *, stage: str | None = None,
   folder = RunFolder(run_dir)
   cfg = folder.read_config(stage)
   kind = cfg.stage
-  if not (os.path.isdir(folder.checkpoints)
-          and any(name.isdigit() for name in os.listdir(folder.checkpoints))):
+  if not folder.has_checkpoints():
     raise FileNotFoundError(f"{folder.checkpoints}: no checkpoint to restore (has the run "
                             "saved a step?)")
   mesh = mesh if mesh is not None else parallel.make_mesh({"data": -1})

@@ -27,7 +27,7 @@ from typing import Any
 import ml_collections
 
 LAYOUT = 2
-STAGES = ("pretrain", "views", "mil")
+STAGES = ("pretrain", "views", "mil")  # the stages a run folder can hold (cfg.stage)
 # Fields a resumed run may change with the trainer's --allow_safe_changes: how long it runs and
 # how often it logs, evaluates and saves, and how fast it reads; never what it learns from or how.
 SAFE_TO_CHANGE = ("total_steps", "epochs", "log_every", "eval_every", "checkpoint_every",
@@ -145,13 +145,17 @@ class RunFolder:
                                         "config_sha256": config_sha256(config),
                                         "layout": LAYOUT})
 
+  def has_checkpoints(self) -> bool:
+    """At least one saved step (a finished Orbax step folder is named by its number)."""
+    return os.path.isdir(self.checkpoints) and any(name.isdigit()
+                                                   for name in os.listdir(self.checkpoints))
+
   def check_resume(self, config: dict[str, Any], allow_safe_changes: bool = False) -> None:
     """ConfigChanged, naming the differing fields, when this folder holds checkpoints made
     under another config (a resumed run would mix the two, and checkpoint retention would then
     delete the older run's steps). With allow_safe_changes, SAFE_TO_CHANGE fields may differ."""
     from configs import moved_fields
-    if not (os.path.isfile(self.config_file) and os.path.isdir(self.checkpoints)
-            and any(name.isdigit() for name in os.listdir(self.checkpoints))):
+    if not (os.path.isfile(self.config_file) and self.has_checkpoints()):
       return  # nothing saved yet: nothing to protect
     with open(self.config_file) as f:
       old = moved_fields.drop_unset(moved_fields.upgrade(json.load(f)))

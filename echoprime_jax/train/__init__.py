@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGES = ("pretrain", "views", "mil")
+from echoprime_jax.run.folder import STAGES  # noqa: F401  (the entry point checks cfg.stage)
 
 
 def train(cfg: Any, workdir: str, *, allow_safe_changes: bool = False):

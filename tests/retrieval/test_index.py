@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from echoprime_jax.retrieval import search_index as index
+from tests.pickle_payload import Payload
 
 
 def _data(n, d=32, seed=0):
@@ -63,16 +64,6 @@ def test_recall_at_k_by_hand():
       pytest.approx(2 / 3)
 
 
-class _Payload:
-  """Unpickling this writes a marker file: the proof that a loader ran code from a file."""
-
-  def __init__(self, marker):
-    self.marker = str(marker)
-
-  def __reduce__(self):
-    return (open, (self.marker, "w"))
-
-
 def test_planted_pickles_in_a_saved_index_are_refused_and_never_run(tmp_path):
   import pickle
   import shutil
@@ -81,7 +72,7 @@ def test_planted_pickles_in_a_saved_index_are_refused_and_never_run(tmp_path):
   index.ScannIndex.build(db, num_leaves=20, leaves_to_search=5).save(str(tmp_path / "sc"))
   index.ExactIndex(db).save(str(tmp_path / "ex"))
   marker = tmp_path / "RAN"
-  payload = pickle.dumps(_Payload(marker))
+  payload = pickle.dumps(Payload(marker))
   cases = {  # where a payload goes -> what the refusal names
       "sc/scann/scann_docids.pkl": "scann_docids.pkl",  # ScaNN's loader would unpickle it
       "sc/extra.pkl": "extra.pkl",

@@ -12,6 +12,7 @@ from echoprime_jax import convert_weights
 from echoprime_jax.weights import mapping, mvit_weights, state_dict_io, tower_folder
 from tests import torch_reference as tr
 from tests.jit_helpers import jit_apply
+from tests.pickle_payload import Payload
 
 
 def _run(*argv) -> int:
@@ -108,19 +109,9 @@ def test_mismatched_file_lists_missing_unexpected_and_misshaped_keys(tmp_path, c
   assert not (tmp_path / "out" / "tower.json").exists()
 
 
-class _Payload:
-  """Unpickling this would create a file: a stand-in for malicious code in a .pt file."""
-
-  def __init__(self, marker):
-    self.marker = marker
-
-  def __reduce__(self):
-    return (open, (self.marker, "w"))
-
-
 def test_unsafe_pickle_is_refused_and_not_executed(tmp_path, capsys):
   marker = tmp_path / "pwned"
-  torch.save({"weight": torch.zeros(2), "payload": _Payload(str(marker))}, tmp_path / "evil.pt")
+  torch.save({"weight": torch.zeros(2), "payload": Payload(str(marker))}, tmp_path / "evil.pt")
   assert not marker.exists()
   assert _run("convnext", "--input", tmp_path / "evil.pt", "--output", tmp_path / "out") == 2
   assert "refused to load" in capsys.readouterr().err
@@ -185,7 +176,7 @@ def test_a_replaced_head_is_recognised_and_explained(tmp_path, capsys):
 
 
 def test_a_pickled_class_is_named_in_the_refusal(tmp_path, capsys):
-  torch.save({"weight": torch.zeros(2), "payload": _Payload(str(tmp_path / "x"))},
+  torch.save({"weight": torch.zeros(2), "payload": Payload(str(tmp_path / "x"))},
              tmp_path / "evil.pt")
   assert _run("convnext", "--input", tmp_path / "evil.pt", "--output", tmp_path / "o") == 2
   err = capsys.readouterr().err
