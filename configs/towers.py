@@ -27,8 +27,13 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   if arg == "echoprime":
     c.embed_dim = 512
     c.video = dict(arch="mvit_v2_s", num_frames=16, clip_stride=2, image_size=224)
+    # attention_dropout: BERT's attention-probability dropout, 0 here (BiomedBERT's own is
+    # 0.1): the fused cuDNN kernel has no per-step dropout in jax's API, and with dropout the
+    # layer falls back to float32 (B, heads, 512, 512) probabilities in HBM. Hidden dropout
+    # (0.1) stays. A documented choice of this project's pretraining recipe, on every backend.
     c.text = dict(arch="bert_base", max_length=512, vocab_size=30522,
-                  initializer_range=0.02)  # HF BERT's init (pretrained weights replace it)
+                  initializer_range=0.02,  # HF BERT's init (pretrained weights replace it)
+                  attention_dropout=0.0)
   elif arg == "tiny":
     c.embed_dim = 64
     c.video = dict(arch="mvit_tiny", num_frames=8, clip_stride=1, image_size=64)

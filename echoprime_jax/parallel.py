@@ -76,6 +76,18 @@ def batch_axes(mesh: Mesh) -> tuple[str, ...]:
   return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
 
 
+def constrain_batch(x: jax.Array) -> jax.Array:
+  """x split along its leading (batch) dim over the batch axes of the mesh being traced under
+  (`jax.set_mesh`); unchanged without one. For kernels with a fixed partitioning rule (cuDNN
+  attention): under FSDP, XLA may otherwise propagate a parameter's feature sharding onto
+  their operands, a layout the kernel's partitioner cannot take."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = () if mesh.empty else tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  if not axes:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(axes))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -115,7 +115,7 @@ class VideoReportElement:
   def __call__(self, row: np.ndarray, rng: np.random.Generator | None = None) -> dict:
     record_index, study, view = (int(v) for v in row)
     if record_index < 0:  # evaluation padding
-      return self._padding()
+      return self.padding()
     record = self.records[record_index]
     clip, mask, params = _clip(record, self.cfg, rng, self.train)
     out = {"video": clip, "frame_mask": mask, "view": np.int32(view),
@@ -126,7 +126,8 @@ class VideoReportElement:
                                                               rng if self.train else None)
     return out
 
-  def _padding(self) -> dict:
+  def padding(self) -> dict:
+    """An empty slot of an evaluation batch (also: the batch's layout, for `echoprime_jax.aot`)."""
     c = self.cfg
     out = {"video": np.zeros((c.clip_length, c.frame_size, c.frame_size, 3), np.uint8),
            "frame_mask": np.zeros((c.clip_length,), bool),

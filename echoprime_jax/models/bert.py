@@ -7,8 +7,12 @@ without code changes.
 `input_ids: (B, S) int`, `attention_mask: (B, S)` (1 = token, 0 = padding; applied to keys),
 `token_type_ids: (B, S)` (default zeros) -> last hidden state `(B, S, hidden)`.
 
-Attention goes through `jax.nn.dot_product_attention` with a boolean key mask, so on GPUs a
-fused cuDNN kernel is used when the dtype allows it; on CPU it is the XLA reference path.
+Attention (`BertConfig.attention`, see `models/attention.py`): on CPU, XLA's path through
+`jax.nn.dot_product_attention` with a boolean key mask; in 16-bit GPU programs cuDNN's fused
+kernel, the mask given as each report's length (reports are right-padded: a mask with holes
+needs attention="xla"). Attention-probability dropout needs the probabilities, which the fused
+kernel does not expose: while it is active (training with attention_probs_dropout_prob > 0)
+the layer takes the explicit einsum path.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from echoprime_jax.models import cpu_kernels, layers
+from echoprime_jax.models import attention, cpu_kernels, layers
 
 _ACTIVATIONS = {
     "gelu": layers.gelu,  # HF "gelu" is the exact erf form
@@ -48,6 +52,7 @@ class BertConfig:
   initializer_range: float = 0.02  # std of the normal init of embeddings and linear kernels
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention: str = "auto"  # models/attention.py: "auto" | "xla" | "cudnn"
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "BertConfig":
@@ -58,7 +63,7 @@ class BertConfig:
     if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
       raise ValueError(f"unsupported hidden_act {hf['hidden_act']!r}; "
                        f"supported: {sorted(_ACTIVATIONS)}")
-    names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "param_dtype"}
+    names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "param_dtype", "attention"}
     kw = {k: hf[k] for k in names if k in hf}
     return cls(**kw).replace(**overrides)
 
@@ -121,20 +126,29 @@ class Layer(nnx.Module):
     self.dropout = layers.Dropout(cfg.hidden_dropout_prob, rngs=rngs)
     self.attn_dropout_rate = cfg.attention_probs_dropout_prob
     self.attn_dropout = layers.Dropout(cfg.attention_probs_dropout_prob, rngs=rngs)
+    self.attention = cfg.attention
 
-  def __call__(self, x: jax.Array, key_mask: jax.Array) -> jax.Array:
-    """x: (B, S, hidden); key_mask: (B, 1, 1, S) bool -> (B, S, hidden)."""
+  def __call__(self, x: jax.Array, key_mask: jax.Array, lengths: jax.Array) -> jax.Array:
+    """x: (B, S, hidden); key_mask: (B, 1, 1, S) bool; lengths: (B,) tokens per report
+    -> (B, S, hidden)."""
     b, s, h = x.shape
     x = cpu_kernels.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
     split = lambda t: t.reshape(b, s, self.num_heads, self.head_dim)
     q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-    if self.attn_dropout.deterministic or self.attn_dropout_rate == 0.0:
-      ctx = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
-    else:  # attention-probability dropout needs the probabilities: explicit path
-      logits = jnp.einsum("bqnd,bknd->bnqk", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
-      logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
-      probs = self.attn_dropout(jax.nn.softmax(logits.astype(jnp.float32), -1).astype(v.dtype))
-      ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    with jax.named_scope("attention"):  # the AOT report finds each layer's kernel by it
+      dropout_off = self.attn_dropout.deterministic or self.attn_dropout_rate == 0.0
+      kind = attention.kernel(self.attention, q.dtype, self.head_dim)
+      if dropout_off and kind != "xla":
+        ctx = attention.fused(q, k, v, scale=self.head_dim ** -0.5, kv_lengths=lengths,
+                              kernel=kind)
+      elif dropout_off:
+        ctx = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+      else:  # attention-probability dropout needs the probabilities: explicit path
+        logits = jnp.einsum("bqnd,bknd->bnqk", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)
+        logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
+        probs = self.attn_dropout(
+            jax.nn.softmax(logits.astype(jnp.float32), -1).astype(v.dtype))
+        ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
     x = cpu_kernels.materialize_cotangent(
         self.attn_norm(x + self.dropout(self.attn_out(ctx.reshape(b, s, h)))))
     y = self.mlp_out(self.activation(self.mlp_in(x)))
@@ -157,7 +171,9 @@ class Bert(nnx.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     key_mask = attention_mask.astype(bool)[:, None, None, :]
+    lengths = attention_mask.astype(jnp.int32).sum(-1)
     x = self.embeddings(input_ids, token_type_ids)
-    for layer in self.layers:
-      x = layer(x, key_mask)
+    for i, layer in enumerate(self.layers):
+      with jax.named_scope(f"bert_layer{i}"):  # names each layer in the compiled program
+        x = layer(x, key_mask, lengths)
     return x

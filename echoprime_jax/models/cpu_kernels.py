@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from echoprime_jax.models import compile_target
+
 
 @jax.custom_vjp
 def materialize_cotangent(x: jax.Array) -> jax.Array:
@@ -47,7 +49,7 @@ def _materialize_bwd(_, g):
   # its predicate, and its fusion heuristics are not the ones measured here. (On a sharded
   # cotangent the predicate's element lives on one device: a scalar broadcast per call,
   # negligible next to a CPU training step; the data-parallel tests cover its correctness.)
-  if jax.default_backend() != "cpu":
+  if compile_target.platform() != "cpu":
     return (g,)
   bits = jax.lax.bitcast_convert_type(g.reshape(-1)[0].astype(jnp.float32), jnp.int32)
   return (jax.lax.cond((bits | 1) != 0, lambda t: t, lambda t: -t, g),)
@@ -149,6 +151,20 @@ def _depthwise_bwd(strides, padding, residuals, g):
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
+def grouped_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                 padding: Sequence[tuple[int, int]]) -> jax.Array:
+  """The same depthwise convolution as XLA's grouped convolution (its GPU form: cuDNN).
+  x: (B, *spatial, C); kernel: (*k, 1, C)."""
+  nd = x.ndim - 2
+  spatial = "DHW"[-nd:] if nd <= 3 else None
+  if spatial is None:
+    raise ValueError(f"grouped_conv takes 1-3 spatial dims, got {nd}")
+  numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+  return jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), tuple(strides), tuple(padding),
+                                      dimension_numbers=numbers,
+                                      feature_group_count=x.shape[-1])
+
+
 class DepthwiseConv(nnx.Module):
   """`groups=C` convolution (torch `Conv{2,3}d(C, C, k, groups=C)`); kernel (*k, 1, C)."""
 
@@ -168,7 +184,10 @@ class DepthwiseConv(nnx.Module):
     """x: (B, *spatial, C) -> (B, *spatial', C)."""
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    y = depthwise_conv(x, self.kernel[...], self.strides, self.padding)
+    if compile_target.platform() == "cpu":
+      y = depthwise_conv(x, self.kernel[...], self.strides, self.padding)
+    else:  # GPUs: cuDNN's depthwise kernels (the taps' backward would read x once per tap)
+      y = grouped_conv(x, self.kernel[...], self.strides, self.padding)
     if self.bias is not None:
       y = y + self.bias[...].astype(y.dtype)
     return y

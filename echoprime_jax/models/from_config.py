@@ -31,6 +31,8 @@ def text_config(towers: Any, dtype: str = "float32", vocab_size: int | None = No
   t = towers.text
   bcfg = _TEXT[t.arch]().replace(vocab_size=vocab_size or t.vocab_size, dtype=dtype,
                                  initializer_range=t.initializer_range)
+  if t.get("attention_dropout", -1.0) >= 0:  # -1 / absent: the BERT's own
+    bcfg = bcfg.replace(attention_probs_dropout_prob=t.attention_dropout)
   if t.max_length > bcfg.max_position_embeddings:
     raise ValueError(f"towers.text.max_length {t.max_length} exceeds the BERT's "
                      f"{bcfg.max_position_embeddings} positions")

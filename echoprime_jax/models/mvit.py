@@ -24,9 +24,10 @@ torchvision in `tests/models/test_mvit.py`.
 * `attention="xla"`: einsum -> fp32 softmax -> einsum on the extended q/k. On CPU this beats
   adding a broadcast bias (0.075 s vs 0.096 s for block 0 at 16x224: the extra 22 columns ride
   on the GEMM, the bias traffic disappears).
-* `attention="fused"`: `jax.nn.dot_product_attention` (cuDNN flash attention on GPUs, where
-  the (N, N') logits of block 0 would otherwise cost HBM bandwidth).
-* `attention="auto"` picks "fused" on GPU with a 16-bit compute dtype, "xla" otherwise.
+* `attention="cudnn"`: cuDNN's fused flash attention on the extended q/k (`models/attention.py`
+  pads the odd token counts and the 118 / 132-wide heads to what cuDNN accepts), so the (N, N')
+  logits of block 0 never reach HBM.
+* `attention="auto"` picks "cudnn" for GPU programs with a 16-bit compute dtype, "xla" otherwise.
 
 Other frame counts / resolutions work: the rel-pos tables are created for the config's
 `num_frames` x `image_size` (as torchvision does) and linearly resized at call time when the
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from echoprime_jax.models import cpu_kernels, layers
+from echoprime_jax.models import attention, cpu_kernels, layers
 
 Grid = tuple[int, int, int]  # (T, H, W) token grid
 
@@ -87,7 +88,7 @@ class MViTConfig:
   num_outputs: int = 512  # EchoPrime's head; 400 = Kinetics; 0 = no head (768-d features)
   dtype: str = "float32"  # compute dtype (activations)
   param_dtype: str = "float32"
-  attention: str = "auto"  # "auto" | "xla" | "fused"
+  attention: str = "auto"  # models/attention.py: "auto" | "xla" | "cudnn" | "xla_padded"
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -249,21 +250,6 @@ def extend_with_rel_pos(q: jax.Array, k: jax.Array, q_grid: Grid, k_grid: Grid,
   return q_ext, k_ext
 
 
-def fused_attention(q_ext: jax.Array, k_ext: jax.Array, v: jax.Array) -> jax.Array:
-  """softmax(q_ext k_ext^T) v through `jax.nn.dot_product_attention` (cuDNN on GPU).
-
-  The kernel wants equal q/k/v head dims, a multiple of 8: all three are zero-padded (adds
-  nothing to the logits) and the padded output columns are dropped.
-  (B, n, Nq, e), (B, n, Nk, e), (B, n, Nk, d) -> (B, n, Nq, d).
-  """
-  d = v.shape[-1]
-  width = -(-max(q_ext.shape[-1], d) // 8) * 8
-  pad = lambda t: jnp.pad(t, ((0, 0), (0, 0), (0, 0), (0, width - t.shape[-1])))
-  q2, k2, v2 = (pad(t).transpose(0, 2, 1, 3) for t in (q_ext, k_ext, v))  # (B, N, n, D')
-  out = jax.nn.dot_product_attention(q2, k2, v2, scale=1.0)
-  return out.transpose(0, 2, 1, 3)[..., :d]
-
-
 # --------------------------------------------------------------------------- modules
 
 
@@ -347,13 +333,6 @@ class MultiscaleAttention(nnx.Module):
       self.rel_pos_h = nnx.Param(init(rngs.params(), (spatial, self.head_dim), pdtype))
       self.rel_pos_w = nnx.Param(init(rngs.params(), (spatial, self.head_dim), pdtype))
 
-  def _use_fused(self) -> bool:
-    if self.attention == "auto":
-      return jax.default_backend() == "gpu" and self.dtype.itemsize == 2
-    if self.attention not in ("xla", "fused"):
-      raise ValueError(f"attention must be 'auto', 'xla' or 'fused', got {self.attention!r}")
-    return self.attention == "fused"
-
   def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
     """x: (B, 1 + N, C_in) normalised -> (B, 1 + N', attn_dim), q grid."""
     b, n_tok, _ = x.shape
@@ -372,12 +351,16 @@ class MultiscaleAttention(nnx.Module):
     tables = (self.rel_pos_t[...], self.rel_pos_h[...], self.rel_pos_w[...]) if self.rel_pos \
         else None
     q_ext, k_ext = extend_with_rel_pos(q, k, q_grid, k_grid, tables, self.head_dim ** -0.5)
-    if self._use_fused():
-      out = fused_attention(q_ext, k_ext, v)
-    else:
-      logits = jnp.einsum("bnqe,bnke->bnqk", q_ext, k_ext)
-      probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-      out = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+    with jax.named_scope("attention"):  # the AOT report finds each layer's kernel by it
+      kind = attention.kernel(self.attention, q_ext.dtype, q_ext.shape[-1])
+      if kind == "xla":
+        logits = jnp.einsum("bnqe,bnke->bnqk", q_ext, k_ext)
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+      else:
+        heads_second = lambda t: t.transpose(0, 2, 1, 3)  # (B, n, N, d) <-> (B, N, n, d)
+        out = heads_second(attention.fused(heads_second(q_ext), heads_second(k_ext),
+                                           heads_second(v), scale=1.0, kernel=kind))
 
     if self.residual_pool:
       if self.residual_with_cls_embed:
@@ -473,8 +456,9 @@ class MViT(nnx.Module):
       pos = (self.temporal_pos[...][:, None, :] + self.spatial_pos[...][None]).reshape(-1, c)
       x = x + jnp.concatenate([self.class_pos[...][None], pos], 0).astype(x.dtype)
     grid = (t, h, w)
-    for block in self.blocks:
-      x, grid = block(x, grid)
+    for i, block in enumerate(self.blocks):
+      with jax.named_scope(f"mvit_block{i}"):  # names each block in the compiled program
+        x, grid = block(x, grid)
     return self.norm(x)[:, 0]
 
   def __call__(self, video: jax.Array) -> jax.Array:

@@ -67,34 +67,26 @@ def train(setup: Callable[[Any, RunFolder, Any], Stage], cfg: Any, workdir: str,
   total_steps = int(cfg.total_steps) or max(1, math.ceil(cfg.epochs * stage.num_examples /
                                                          cfg.batch_size))
 
-  # -- model and optimizer (abstract: nothing allocated yet)
-  create = functools.partial(stage.create_model, cfg.seed)
-  abstract_model = nnx.eval_shape(create)
-  graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
-  abstract_model.eval()
-  eval_graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
-  tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, total_steps)
+  # -- model, optimizer and step (abstract: nothing allocated yet)
+  program = step_program(cfg, stage, mesh, total_steps)
 
   # -- shard: the state is created already sharded (or restored onto the shardings)
   it = iter(stage.train_data)
-  ckpt, start, state, shardings = restore_or_init(
-      cfg, run, lambda: step_lib.init_state(create, tx), mesh, it)
+  ckpt, start, state = restore_or_init(cfg, run, program, it)
   if start == 0 and stage.init_params is not None:
-    state["params"] = jax.device_put(stage.init_params(state["params"]), shardings["params"])
+    state["params"] = jax.device_put(stage.init_params(state["params"]),
+                                     program.shardings["params"])
 
-  # -- step
-  step_fn = step_lib.jit_train_step(graphdef, tx, schedule, prepare=stage.prepare,
-                                    loss=stage.loss, constrain=stage.constrain,
-                                    state_shardings=shardings, batch_sharding=batch_sharding)
-  first = pipeline.to_global(next(it), batch_sharding)
-  compiled = step_fn.lower(state, first).compile()
-
-  # -- evaluate, loop, checkpoint
-  evaluator = (stage.make_evaluator(eval_graphdef)
-               if cfg.eval_every and stage.make_evaluator is not None else None)
-  result = loop(cfg, run, compiled=compiled, state=state, first=first, it=it, start=start,
-                total_steps=total_steps, batch_sharding=batch_sharding, evaluator=evaluator,
-                ckpt=ckpt, desc=stage.name)
+  # -- step, evaluate, loop, checkpoint: traced under the mesh (kernels that pin their
+  # operands' layout read it: parallel.constrain_batch)
+  with jax.set_mesh(mesh):
+    first = pipeline.to_global(next(it), batch_sharding)
+    compiled = program.step.lower(state, first).compile()
+    evaluator = (stage.make_evaluator(program.eval_graphdef)
+                 if cfg.eval_every and stage.make_evaluator is not None else None)
+    result = loop(cfg, run, compiled=compiled, state=state, first=first, it=it, start=start,
+                  total_steps=total_steps, batch_sharding=batch_sharding, evaluator=evaluator,
+                  ckpt=ckpt, desc=stage.name)
 
   # -- finish (MIL: exports), with the best evaluated checkpoint's parameters
   if stage.finish is not None:
@@ -106,21 +98,50 @@ def train(setup: Callable[[Any, RunFolder, Any], Stage], cfg: Any, workdir: str,
   return result
 
 
-def restore_or_init(cfg: Any, run: RunFolder, make_state, mesh, it):
-  """-> (checkpointer, start step, state, state shardings). The newest checkpoint of the run
-  is restored onto this mesh's shardings (with the data iterator `it`); without one,
-  `make_state()` runs jitted straight into those shardings and start is 0."""
+@dataclasses.dataclass
+class StepProgram:
+  """A stage's model, optimizer and jitted step, built abstractly (nothing allocated): what
+  `train` runs, and what `echoprime_jax.aot` compiles for an accelerator it does not have."""
+  graphdef: Any  # the model's structure in training mode
+  eval_graphdef: Any  # ... in evaluation mode (dropout off)
+  make_state: Callable[[], dict]  # -> a fresh train state (`step.init_state`)
+  abstract_state: dict  # its ShapeDtypeStructs
+  shardings: dict  # the state's NamedShardings (`parallel.tree_shardings`)
+  step: Any  # jitted (state, global batch) -> (state, metrics), the state donated
+
+
+def step_program(cfg: Any, stage: Stage, mesh, total_steps: int) -> StepProgram:
+  """The model, optimizer schedule over total_steps, state shardings on `mesh` and jitted step
+  of `stage` (its create_model, prepare, loss and constrain) under `cfg`."""
+  create = functools.partial(stage.create_model, cfg.seed)
+  abstract_model = nnx.eval_shape(create)
+  graphdef, abstract_params, _ = nnx.split(abstract_model, nnx.Param, ...)
+  abstract_model.eval()
+  eval_graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
+  tx, schedule = optimizer.make_optimizer(cfg.optim, abstract_params, total_steps)
+  make_state = functools.partial(step_lib.init_state, create, tx)
   abstract_state = jax.eval_shape(make_state)
   shardings = parallel.tree_shardings(abstract_state, mesh, cfg.min_fsdp_size)
+  step = step_lib.jit_train_step(graphdef, tx, schedule, prepare=stage.prepare, loss=stage.loss,
+                                 constrain=stage.constrain, state_shardings=shardings,
+                                 batch_sharding=parallel.batch_sharding(mesh))
+  return StepProgram(graphdef, eval_graphdef, make_state, abstract_state, shardings, step)
+
+
+def restore_or_init(cfg: Any, run: RunFolder, program: StepProgram, it):
+  """-> (checkpointer, start step, state). The newest checkpoint of the run is restored onto
+  the program's shardings (with the data iterator `it`); without one, a fresh state is created
+  jitted straight into those shardings and start is 0."""
+  shardings = program.shardings
   ckpt = Checkpointer(run.checkpoints, cfg.keep_checkpoints,
                       best_metric=(cfg.best_metric or None) if cfg.eval_every else None)
   if ckpt.latest_step() is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_state, shardings)
+                          program.abstract_state, shardings)
     start, state = ckpt.restore(target, it)
     log.info("resumed from step %d", start)
-    return ckpt, start, state, shardings
-  return ckpt, 0, jax.jit(make_state, out_shardings=shardings)(), shardings
+    return ckpt, start, state
+  return ckpt, 0, jax.jit(program.make_state, out_shardings=shardings)()
 
 
 def restore_params(run: RunFolder, cfg: Any, like, step: int):

@@ -46,3 +46,20 @@ def test_config_from_hf_reads_fields_and_rejects_unsupported():
     bert.BertConfig.from_hf({"position_embedding_type": "relative_key"})
   with pytest.raises(ValueError, match="hidden_act"):
     bert.BertConfig.from_hf({"hidden_act": "swish"})
+
+
+def test_padded_kernel_inputs_match_with_right_padded_reports():
+  """attention="xla_padded": the cuDNN path's inputs (mask as report lengths) through XLA give
+  the same hidden states as the mask path, padding positions included."""
+  import dataclasses
+
+  from flax import nnx
+  cfg = bert.bert_tiny(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  ids, mask, types = tr.token_batch(cfg.vocab_size, 40, (40, 13))
+  outs = []
+  for kind in ("xla", "xla_padded"):
+    model = bert.Bert(dataclasses.replace(cfg, attention=kind), rngs=nnx.Rngs(0))
+    model.eval()
+    outs.append(np.asarray(jit_apply(model, ids, mask, types)))
+  assert np.abs(outs[0]).max() > 0.1
+  np.testing.assert_allclose(outs[1], outs[0], atol=2e-5, rtol=0)

@@ -86,6 +86,21 @@ def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, 
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
 
 
+def test_depthwise_module_takes_the_grouped_conv_in_gpu_programs():
+  """GPU programs use XLA's grouped convolution (cuDNN there); same values as the CPU taps."""
+  from echoprime_jax.models import compile_target
+  conv = cpu_kernels.DepthwiseConv(6, (3, 3, 3), (1, 2, 2), (1, 1, 1), use_bias=False,
+                                   dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  x = _random((2, 5, 9, 8, 6), 8)
+  # fresh lambdas: jax caches a function's trace by shapes, not by the compile target
+  on_cpu = jax.make_jaxpr(lambda x: conv(x))(x)
+  with compile_target.compiling_for("gpu"):
+    on_gpu = jax.make_jaxpr(lambda x: conv(x))(x)
+    y_gpu = jax.jit(lambda x: conv(x))(x)
+  assert "conv_general_dilated" in str(on_gpu) and "conv_general_dilated" not in str(on_cpu)
+  np.testing.assert_allclose(y_gpu, jax.jit(lambda x: conv(x))(x), atol=1e-5)
+
+
 def test_patch_conv_matches_a_stride_equal_kernel_conv():
   conv = cpu_kernels.PatchConv(3, 8, 4, dtype=jnp.float32, param_dtype=jnp.float32,
                           rngs=nnx.Rngs(0))

@@ -130,13 +130,14 @@ def test_loss_falls_when_fitting_one_batch(setup):
 
 
 def test_recall_at_k_counts_hits_at_video_and_study_level():
+  from echoprime_jax.evaluation.recall import recall_at_k
   rng = np.random.default_rng(0)
   text = rng.normal(size=(4, 8))
   text /= np.linalg.norm(text, axis=1, keepdims=True)
   study = np.array([0, 0, 1, 2, 3, 3])
   video = text[[0, 0, 1, 2, 3, 3]] + 0.01  # every video next to its report
   video /= np.linalg.norm(video, axis=1, keepdims=True)
-  out = pretrain.recall_at_k(video, text[[0, 0, 1, 2, 3, 3]], study, ks=(1,))
+  out = recall_at_k(video, text[[0, 0, 1, 2, 3, 3]], study, ks=(1,))
   assert out["video_to_report_R@1"] == 1.0 and out["report_to_study_R@1"] == 1.0
-  shuffled = pretrain.recall_at_k(video, text[[1, 1, 2, 3, 0, 0]], study, ks=(1,))
+  shuffled = recall_at_k(video, text[[1, 1, 2, 3, 0, 0]], study, ks=(1,))
   assert shuffled["video_to_report_R@1"] == 0.0

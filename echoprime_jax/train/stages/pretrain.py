@@ -18,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from echoprime_jax import losses, parallel
 from echoprime_jax.data import augment, pipeline, tokenizer
@@ -27,7 +26,7 @@ from echoprime_jax.data.shards import ShardIndex
 from echoprime_jax.inference import stage_models
 from echoprime_jax.inference.batches import predict_all
 from echoprime_jax.inference.frozen_towers import load_converted_towers
-from echoprime_jax.evaluation.retrieval_figures import own_rank
+from echoprime_jax.evaluation.recall import recall_at_k
 from echoprime_jax.run.folder import RunFolder
 from echoprime_jax.train.stage import Stage, per_process
 
@@ -124,40 +123,9 @@ def embed_step(params, rest, batch: dict, *, graphdef, dtype: str) -> dict[str, 
   return {"v": losses.l2_normalize(v), "t": losses.l2_normalize(t)}
 
 
-def recall_at_k(video: np.ndarray, text: np.ndarray, study: np.ndarray,
-                ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-  """Retrieval recall at video and study level.
-
-  video (N, D), text (N, D) L2-normalised, study (N,) ids; every video's report is its
-  study's. Reports are deduplicated per study. video->report: rank the S reports for each
-  video; report->video: rank the N videos for each report (a hit is any video of the study).
-  Study level: a study's embedding is the normalised mean of its videos'. `mean_R@10` averages
-  the four R@10 (the default metric for keeping the best checkpoint).
-  """
-  studies, first = np.unique(study, return_index=True)
-  reports = text[first]  # (S, D)
-  owner = np.searchsorted(studies, study)  # video -> report row
-  sim = video @ reports.T  # (N, S)
-  out = {}
-  v_rank = np.argsort(-sim, axis=1)
-  t_rank = np.argsort(-sim.T, axis=1)  # (S, N)
-  mean = np.stack([video[owner == s].mean(0) for s in range(len(studies))])
-  mean /= np.linalg.norm(mean, axis=1, keepdims=True)
-  ssim = mean @ reports.T
-  s_rank, r_rank = own_rank(ssim), own_rank(ssim.T)
-  for k in ks:
-    out[f"video_to_report_R@{k}"] = float(np.mean([owner[i] in v_rank[i, :k]
-                                                   for i in range(len(video))]))
-    out[f"report_to_video_R@{k}"] = float(np.mean([np.any(owner[t_rank[s, :k]] == s)
-                                                   for s in range(len(studies))]))
-    out[f"study_to_report_R@{k}"] = float(np.mean(s_rank < k))
-    out[f"report_to_study_R@{k}"] = float(np.mean(r_rank < k))
-  if 10 in ks:
-    out["mean_R@10"] = float(np.mean([out[f"{d}_R@10"] for d in (
-        "video_to_report", "report_to_video", "study_to_report", "report_to_study")]))
-  out["num_videos"], out["num_studies"] = float(len(video)), float(len(studies))
-  out["chance_R@10"] = float(min(10, len(studies)) / len(studies))
-  return out
+def jit_embed_step(cfg: Any, eval_graphdef):
+  """The evaluation's jitted (params, rest, batch) -> embeddings."""
+  return jax.jit(functools.partial(embed_step, graphdef=eval_graphdef, dtype=cfg.dtype))
 
 
 class Evaluator:
@@ -170,8 +138,7 @@ class Evaluator:
         index, cfg.data.eval_split, encoder,
         pipeline_config(cfg, per_process(cfg.eval_batch_size), False), train=False)
     self.sharding = parallel.batch_sharding(mesh)
-    self.embed = jax.jit(functools.partial(embed_step, graphdef=eval_graphdef,
-                                           dtype=cfg.dtype))
+    self.embed = jit_embed_step(cfg, eval_graphdef)
 
   def __call__(self, state: dict) -> dict[str, float]:
     out = predict_all(lambda batch: self.embed(state["params"], state["rest"], batch),

@@ -1,0 +1,95 @@
+"""The stages' programs compile for two H200s on this CPU host (echoprime_jax.aot), with every
+attention layer on cuDNN's fused kernel, the train state donated and the memory in bounds.
+
+Runs the command in a subprocess: XLA's CUDA compiler (.aot-toolchain/, installed by .ci/run
+from requirements-aot.txt) is loaded only there. A regression in sharding, donation or the
+kernels the towers pick for a GPU fails here, without a GPU.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from echoprime_jax.models import bert, mvit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _aot(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "echoprime_jax.aot", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=900,
+                        env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def tiny_on_two_h200(tmp_path_factory):
+  out = tmp_path_factory.mktemp("aot") / "tiny.json"
+  run = _aot("--config", "configs/pretrain.py:tiny", "--config.dtype=bfloat16", "--target",
+             "h200", "--topology", "1x1x2", "--json", str(out))
+  assert run.returncode == 0, run.stderr[-3000:]
+  return json.loads(out.read_text()), run.stdout
+
+
+def test_every_attention_layer_is_cudnn_fused_in_training(tiny_on_two_h200):
+  report, stdout = tiny_on_two_h200
+  assert report["devices"] == 2 and report["mesh"] == {"data": 2, "fsdp": 1}
+  train = {p["program"]: p for p in report["programs"]}["train_step"]
+  layers = [f"mvit_block{i}" for i in range(len(mvit.mvit_tiny().blocks))] + \
+           [f"bert_layer{i}" for i in range(bert.bert_tiny().num_hidden_layers)]
+  assert [a["layer"] for a in train["attention"]] == layers
+  for a in train["attention"]:
+    assert (a["forward"], a["backward"]) == ("cudnn", "cudnn"), a
+  assert train["flops_cudnn_attention"] > 0
+  assert "28 layers" not in stdout and f"{len(layers)} of {len(layers)} layers cuDNN" in stdout
+
+
+def test_state_donated_and_memory_in_bounds(tiny_on_two_h200):
+  report, _ = tiny_on_two_h200
+  train = {p["program"]: p for p in report["programs"]}["train_step"]
+  # the whole state's buffers are reused for the new state: no second copy at the peak
+  assert train["state_donated"] and train["memory"]["aliased"] >= train["state_bytes_per_device"]
+  assert 0 < train["per_device_peak_bytes"] < 0.8 * train["device_memory_bytes"]
+  assert train["headroom"] > 0.2
+  # data parallel: the gradients are all-reduced (bf16 compute: at least the params' bytes / 2)
+  reduced = sum(c["bytes"] for c in train["collectives"] if c["kind"] == "all-reduce")
+  assert reduced >= train["state_bytes_per_device"] / 8  # state = params + 2 Adam moments, f32
+  roof = train["roofline"]
+  assert roof["step_time_bound_s"] == max(roof["compute_s"], roof["memory_s"]) > 0
+  assert "estimate" in roof["note"]
+
+
+def test_evaluation_program_has_no_backward_and_no_donation(tiny_on_two_h200):
+  report, _ = tiny_on_two_h200
+  embed = {p["program"]: p for p in report["programs"]}["eval_embed"]
+  assert all(a["forward"] == "cudnn" and a["backward"] == "" for a in embed["attention"])
+  assert embed["state_bytes_per_device"] == 0 and not embed["state_donated"]
+  assert embed["collectives"] == []  # embeddings stay sharded by batch: nothing to exchange
+
+
+def test_without_the_compiler_one_line_and_exit_2(tmp_path):
+  run = _aot("--config", "configs/pretrain.py:tiny", "--target", "h200",
+             env={"ECHOPRIME_AOT_TOOLCHAIN": str(tmp_path / "none")})
+  if run.returncode == 0:
+    pytest.fail("compiled without a toolchain folder: is a CUDA plugin installed into the "
+                "environment itself? (it belongs in .aot-toolchain/, requirements-aot.txt)")
+  assert run.returncode == 2, run.stderr[-2000:]
+  lines = [line for line in run.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and "requirements-aot.txt" in lines[0], run.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--target", "h200"], "--config"),
+    (["--config", "configs/pretrain.py:tiny", "--topology", "1x1x3"], "multiple of 3"),
+    (["--config", "configs/pretrain.py:tiny", "--topology", "2x8"], "PARTITIONSxHOSTSxDEVICES"),
+    (["--config", "configs/views.py:tiny"], "covers the stages pretrain"),
+    (["--config", "configs/pretrain.py:tiny", "--programs", "nope"], "this stage has"),
+])
+def test_bad_arguments_one_line_and_exit_2(args, says):
+  run = _aot(*args)
+  assert run.returncode == 2, run.stderr[-2000:]
+  lines = [line for line in run.stderr.splitlines()
+           if line.strip() and not line.startswith("WARNING: All log messages before absl")]
+  assert len(lines) == 1 and says in lines[0] and lines[0].startswith("error: "), run.stderr
