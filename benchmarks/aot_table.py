@@ -65,9 +65,7 @@ def main() -> None:
            "MFU bound |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for label, report in reports:
     lines += rows(report, label)
-  lines += ["", "Reproduce: the `python -m echoprime_jax.aot` commands in the README's "
-            "[Compiling for GPUs without one](../README.md#compiling-for-gpus-without-one), "
-            "then `python benchmarks/aot_table.py FILES`."]
+  lines += ["", "Reproduce: `bash benchmarks/aot.sh` (each row's JSON in benchmarks/aot/)."]
   publish("aot", lines, args.write)
 
 

@@ -33,7 +33,7 @@ def embeddings(n: int, s: int, d: int, seed: int = 0):
   text = rng.normal(size=(s, d)).astype(np.float32)
   study = np.sort(rng.integers(0, s, n))
   study[:s] = np.arange(s)
-  video = text[study] + 1.2 * rng.normal(size=(n, d)).astype(np.float32)
+  video = text[study] + 7.0 * rng.normal(size=(n, d)).astype(np.float32)
   norm = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa
   return norm(video), norm(text)[study], study
 

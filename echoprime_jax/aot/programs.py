@@ -41,12 +41,8 @@ def bytes_per_device(tree) -> int:
   total = 0
   for leaf in jax.tree.leaves(tree):
     shape = leaf.sharding.shard_shape(leaf.shape)
-    total += int(leaf.dtype.itemsize * _prod(shape))  # (a PRNG key's dtype has one too)
+    total += int(leaf.dtype.itemsize * math.prod(shape))  # (a PRNG key's dtype has one too)
   return total
-
-
-def _prod(shape) -> int:
-  return math.prod(shape)
 
 
 def pretrain_step(cfg: Any, mesh) -> tuple[trainer.StepProgram, dict, dict]:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The "compiled, not run" table of benchmarks/RESULTS.md: the paper setup's pretraining
+# programs compiled for H200 / H100 targets on a CPU host (python -m echoprime_jax.aot), one
+# JSON per row in benchmarks/aot/, then the table. ~3 minutes per row on 2 CPU cores.
+#   bash benchmarks/aot.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=benchmarks/aot
+mkdir -p "$OUT"
+aot() {  # NAME then the command's flags
+  local name=$1; shift
+  python -m echoprime_jax.aot --config configs/pretrain.py:echoprime --config.dtype=bfloat16 \
+    "$@" --json "$OUT/$name.json"
+}
+aot h200_1x1x2 --target h200 --topology 1x1x2  # the paper: global batch 32 over two GPUs
+for b in 176 192 224 256; do  # larger per-device batches (no rematerialisation policy)
+  aot "h200_1x1x2_b$b" --target h200 --topology 1x1x2 --config.batch_size=$b --programs train_step
+done
+aot h100_1x1x8_fsdp8 --target h100 --topology 1x1x8 --config.mesh.data=1 --config.mesh.fsdp=8 \
+  --programs train_step
+aot h100_1x2x8_data2_fsdp8 --target h100 --topology 1x2x8 --config.mesh.data=2 \
+  --config.mesh.fsdp=8 --programs train_step
+for loss in dense chunked; do  # the CLIP loss whole on each device, or round the device ring
+  chunked=$([[ $loss == chunked ]] && echo True || echo False)
+  aot "h100_1x1x8_b256_$loss" --target h100 --topology 1x1x8 --config.batch_size=256 \
+    --config.loss.chunked=$chunked --programs train_step
+  aot "h100_1x2x8_b1024_$loss" --target h100 --topology 1x2x8 --config.batch_size=1024 \
+    --config.loss.chunked=$chunked --programs train_step
+done
+python benchmarks/aot_table.py "$OUT"/h200_1x1x2.json "$OUT"/h200_1x1x2_b*.json \
+  "$OUT"/h100_1x1x8_fsdp8.json "$OUT"/h100_1x2x8_data2_fsdp8.json "$OUT"/h100_1x1x8_b256_*.json \
+  "$OUT"/h100_1x2x8_b1024_*.json
