@@ -27,6 +27,10 @@ for loss in dense chunked; do  # the CLIP loss whole on each device, or round th
   aot "h100_1x2x8_b1024_$loss" --target h100 --topology 1x2x8 --config.batch_size=1024 \
     --config.loss.chunked=$chunked --programs train_step
 done
+python -m echoprime_jax.aot --config configs/views.py:echoprime --config.dtype=bfloat16 \
+  --target h200 --topology 1x1x2 --json "$OUT/views_h200_1x1x2.json"
+python -m echoprime_jax.aot --config configs/mil.py:echoprime --target h200 --topology 1x1x2 \
+  --json "$OUT/mil_h200_1x1x2.json"
 python benchmarks/aot_table.py "$OUT"/h200_1x1x2.json "$OUT"/h200_1x1x2_b*.json \
   "$OUT"/h100_1x1x8_fsdp8.json "$OUT"/h100_1x2x8_data2_fsdp8.json "$OUT"/h100_1x1x8_b256_*.json \
-  "$OUT"/h100_1x2x8_b1024_*.json
+  "$OUT"/h100_1x2x8_b1024_*.json "$OUT"/views_h200_1x1x2.json "$OUT"/mil_h200_1x1x2.json

@@ -39,7 +39,7 @@ def rows(report: dict, label: str) -> list[str]:
         f"{p['collective_bytes_per_step'] / 2 ** 20:.0f} | "
         f"{'yes' if p['state_donated'] else ('-' if not p['state_bytes_per_device'] else 'NO')}"
         f" | {roof['step_time_bound_s'] * 1e3:.1f} ({roof['bound_by']}) | "
-        f"{roof['mfu_bound']:.0%} |")
+        f"{roof['mfu_bound']:.0%} of {roof.get('precision', 'bf16')} |")
   return out
 
 
@@ -58,8 +58,9 @@ def main() -> None:
            "Per device. Peak = arguments + outputs + temporaries - aliased (headroom of the "
            "GPU's memory); HBM traffic = XLA's cost analysis of the optimized program; "
            "attention = layers on cuDNN fused attention forward and backward; collectives = "
-           "bytes per step; step time = roofline bound at the data-sheet dense bf16 peak and "
-           "HBM bandwidth, an estimate; MFU = the most that bound allows.", "",
+           "bytes per step; step time = roofline bound at the data-sheet dense peak of the "
+           "program's matmul precision (bf16 989, tf32 494, fp32 67 TFLOP/s) and HBM "
+           "bandwidth, an estimate; MFU = the most that bound allows.", "",
            "| setting | target (mesh) | program | global batch | peak (headroom) | TFLOP | "
            "HBM GB | cuDNN attention | collectives MiB | state donated | step bound ms | "
            "MFU bound |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

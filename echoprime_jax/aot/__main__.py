@@ -14,6 +14,7 @@ from echoprime_jax.aot import toolchain
 
 toolchain.prepare()  # before jax starts: CPU backend only, the CUDA compiler on the path
 
+import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -45,6 +46,7 @@ def compile_stage(cfg, target_key: str, topology: str, only: list[str]) -> dict:
   from echoprime_jax.aot import programs, report, targets
 
   version = toolchain.plugin_version()
+  programs.builder(cfg)  # a config of no stage is refused before anything is built
   target = targets.TARGETS[target_key]
   partitions, hosts, per_host = targets.parse_topology(topology)
   topo = topologies.get_topology_desc(platform="cuda", target_config=target.config_text(),
@@ -59,8 +61,8 @@ def compile_stage(cfg, target_key: str, topology: str, only: list[str]) -> dict:
   for program in built:
     if only and program.name not in only:
       continue
-    with jax.set_mesh(mesh):  # traced as the trainer traces it
-      result = report.analyse(program, target)
+    with jax.set_mesh(mesh) if program.on_mesh else contextlib.nullcontext():
+      result = report.analyse(program, target)  # traced as the trainer traces it
     print("\n".join(report.lines(result)), flush=True)
     results.append(result)
   return {"target": target_key, "device": target.name, "topology": topology,

@@ -174,3 +174,35 @@ def aliased_parameters(hlo: str) -> int:
   match = re.search(r"input_output_alias=\{(.*?)\}, (?:entry_computation_layout|"
                     r"allow_spmd|frontend|num_partitions)", header)
   return match.group(1).count("-alias)") if match else 0
+
+
+def computations(hlo: str) -> dict[str, tuple[bool, str]]:
+  """name -> (is the entry, its text) for every computation of a module's text."""
+  out = {}
+  for block in re.split(r"\n(?=(?:ENTRY )?%[\w.\-]+ \()", hlo):
+    match = re.match(r"(ENTRY )?%([\w.\-]+) \(", block)
+    if match:
+      out[match.group(2)] = (bool(match.group(1)), block.rstrip())
+  return out
+
+
+def loops(hlo: str) -> list[tuple[str, int]]:
+  """(body computation, known trip count) of every while loop XLA could count."""
+  out = []
+  for ins in instructions(hlo):
+    if ins["op"] != "while":
+      continue
+    body = re.search(r"body=%([\w.\-]+)", ins["line"])
+    trips = _backend_config(ins["line"]).get("known_trip_count", {}).get("n")
+    if body and trips:
+      out.append((body.group(1), int(trips)))
+  return out
+
+
+def body_module(hlo: str, body: str) -> str:
+  """A module whose entry is a loop body (with every other computation it may call), for
+  costing one iteration on its own."""
+  comps = computations(hlo)
+  others = [text for name, (entry, text) in comps.items() if not entry and name != body]
+  text = "HloModule body\n\n" + "\n\n".join(others) + "\n\nENTRY " + comps[body][1] + "\n"
+  return re.sub(r" stack_frame_id=\d+", "", text)  # the frames table stays behind

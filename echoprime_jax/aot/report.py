@@ -23,14 +23,35 @@ def compile_for(program: Program, target: Target):
   return lowered.compile()
 
 
-def xla_cost(compiled) -> dict[str, float]:
+def xla_cost(compiled, hlo: str) -> dict[str, float]:
   """XLA's HLO cost analysis of the optimized per-device module, run by the CPU client (the
-  compile-only executable has none of its own). Custom calls count 0 FLOPs here."""
+  compile-only executable has none of its own), plus the cuDNN calls it counts as 0
+  (`hlo_report.custom_call_flops`). The analysis counts a loop body once: each loop with a
+  known trip count n adds n - 1 more of its body's cost (a module of the body alone)."""
   from jax._src.lib import xla_client
-  module = compiled.runtime_executable().hlo_modules()[0]
-  cost = xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
-  return {"flops": float(cost.get("flops", 0.0)),
-          "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+  from jaxlib import _hlo
+
+  cpu = jax.devices("cpu")[0].client
+
+  def analysed(module) -> tuple[float, float]:
+    cost = xla_client._xla.hlo_module_cost_analysis(cpu, module)
+    return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+
+  flops, nbytes = analysed(compiled.runtime_executable().hlo_modules()[0])
+  cudnn = hlo_report.custom_call_flops(hlo)
+  trips = []
+  for body, n in hlo_report.loops(hlo):
+    text = hlo_report.body_module(hlo, body)
+    body_flops, body_bytes = analysed(_hlo.hlo_module_from_text(text))
+    body_cudnn = hlo_report.custom_call_flops(text)
+    flops += (n - 1) * body_flops
+    nbytes += (n - 1) * body_bytes
+    for kind in cudnn:
+      cudnn[kind] += (n - 1) * body_cudnn[kind]
+    trips.append(n)
+  return {"flops": flops + cudnn["attention"] + cudnn["conv"], "bytes_accessed": nbytes,
+          "cudnn_attention": cudnn["attention"], "cudnn_conv": cudnn["conv"],
+          "loop_trip_counts": trips}
 
 
 def analyse(program: Program, target: Target) -> dict[str, Any]:
@@ -47,9 +68,8 @@ def summarise(compiled, program: Program, target: Target, compile_s: float) -> d
   hlo = compiled.as_text()
   peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
           - mem.alias_size_in_bytes)
-  cost = xla_cost(compiled)
-  cudnn = hlo_report.custom_call_flops(hlo)
-  flops = cost["flops"] + cudnn["attention"] + cudnn["conv"]
+  cost = xla_cost(compiled, hlo)
+  flops = cost["flops"]
   attention = hlo_report.attention_kernels(hlo)
   kernels = [k for layer in attention for k in (layer["forward"], layer["backward"]) if k]
   collectives = hlo_report.collectives(hlo)
@@ -64,14 +84,14 @@ def summarise(compiled, program: Program, target: Target, compile_s: float) -> d
       # donation taken up: the whole state's buffers reused for the new state
       "state_donated": bool(donated) and mem.alias_size_in_bytes >= donated,
       "aliased_buffers": hlo_report.aliased_parameters(hlo),
-      "flops_per_device": flops, "flops_cudnn_attention": cudnn["attention"],
-      "flops_cudnn_conv": cudnn["conv"],
+      "flops_per_device": flops, "flops_cudnn_attention": cost["cudnn_attention"],
+      "flops_cudnn_conv": cost["cudnn_conv"], "loop_trip_counts": cost["loop_trip_counts"],
       "bytes_accessed_per_device": cost["bytes_accessed"],
       "attention": attention,
       "attention_kernels": {k: kernels.count(k) for k in sorted(set(kernels))},
       "collectives": collectives,
       "collective_bytes_per_step": sum(c["bytes"] for c in collectives),
-      "roofline": roofline.bound(flops, cost["bytes_accessed"], target),
+      "roofline": roofline.bound(flops, cost["bytes_accessed"], target, program.precision),
       "compile_s": compile_s,
   }
 
@@ -91,8 +111,9 @@ def lines(result: dict[str, Any]) -> list[str]:
       f"({r['flops_cudnn_attention'] / 1e12:.2f} in cuDNN attention, "
       f"{r['flops_cudnn_conv'] / 1e12:.2f} in cuDNN convolutions); HBM traffic "
       f"{r['bytes_accessed_per_device'] / 1e9:.1f} GB",
-      f"  attention           {fully} of {len(att)} layers cuDNN fused (forward and backward); "
-      f"kernels {r['attention_kernels']}",
+      (f"  attention           {fully} of {len(att)} layers cuDNN fused (forward and "
+       f"backward); kernels {r['attention_kernels']}" if att else
+       "  attention           none (no attention layers)"),
   ]
   if r["state_bytes_per_device"]:
     out.append(f"  donation            state {r['state_bytes_per_device'] / GiB:.2f} GiB per "
@@ -103,7 +124,8 @@ def lines(result: dict[str, Any]) -> list[str]:
                f"{c['bytes'] / 2 ** 20:.1f} MiB")
   if not r["collectives"]:
     out.append("  collective          none")
-  out.append(f"  roofline (estimate) {m['step_time_bound_s'] * 1e3:.1f} ms per step, "
+  out.append(f"  roofline (estimate) {m['step_time_bound_s'] * 1e3:.1f} ms per step at the "
+             f"{m['precision']} peak, "
              f"{m['bound_by']}-bound (compute {m['compute_s'] * 1e3:.1f} ms, memory "
              f"{m['memory_s'] * 1e3:.1f} ms): MFU at most {m['mfu_bound']:.0%}")
   return out

@@ -20,6 +20,8 @@ class Target:
   memory_bytes: int  # HBM per GPU as the driver reports it
   hbm_bytes_per_s: float  # HBM bandwidth
   bf16_flops_per_s: float  # dense bf16 tensor-core peak (no sparsity)
+  tf32_flops_per_s: float  # dense tf32 tensor-core peak: float32 matmuls at default precision
+  fp32_flops_per_s: float  # CUDA-core float32: float32 matmuls at HIGHEST precision
   sm_count: int = 132
   clock_ghz: float = 1.98
   memory_clock_khz: int = 0
@@ -61,13 +63,15 @@ device_description_str: "{self.name}"
 
 
 # NVIDIA's data sheets: H200 SXM 141 GB HBM3e at 4.8 TB/s; H100 SXM 80 GB HBM3 at 3.35 TB/s;
-# both 989 TFLOP/s dense BF16 (1,979 with sparsity), 132 SMs. Memory sizes as the driver
+# both 989 TFLOP/s dense BF16 (1,979 with sparsity), 494 dense TF32, 67 FP32, 132 SMs. Memory sizes as the driver
 # reports them (XLA's specs for these GPUs).
 TARGETS = {
     "h200": Target("h200", "NVIDIA H200", memory_bytes=151_397_597_184,
-                   hbm_bytes_per_s=4.8e12, bf16_flops_per_s=989e12),
+                   hbm_bytes_per_s=4.8e12, bf16_flops_per_s=989e12, tf32_flops_per_s=494e12,
+                   fp32_flops_per_s=67e12),
     "h100": Target("h100", "NVIDIA H100 80GB HBM3", memory_bytes=84_942_979_072,
-                   hbm_bytes_per_s=3.35e12, bf16_flops_per_s=989e12),
+                   hbm_bytes_per_s=3.35e12, bf16_flops_per_s=989e12, tf32_flops_per_s=494e12,
+                   fp32_flops_per_s=67e12),
 }
 
 
@@ -78,3 +82,9 @@ def parse_topology(text: str) -> tuple[int, int, int]:
     raise ValueError(f"--topology {text!r}: expected PARTITIONSxHOSTSxDEVICES, e.g. 1x1x2 "
                      "(two GPUs on one host) or 1x2x8 (two hosts of eight)")
   return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def peak_flops(target: Target, precision: str) -> float:
+  """The target's dense peak for a program's matmul precision: "bf16", "tf32" or "fp32"."""
+  return {"bf16": target.bf16_flops_per_s, "tf32": target.tf32_flops_per_s,
+          "fp32": target.fp32_flops_per_s}[precision]

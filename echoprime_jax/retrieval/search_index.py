@@ -59,7 +59,7 @@ class ExactIndex:
       n = len(q)
       if n < self.query_chunk and len(queries) > self.query_chunk:  # one compiled shape
         q = np.concatenate([q, np.zeros((self.query_chunk - n, q.shape[1]), np.float32)])
-      scores, idx = _exact_topk(jnp.asarray(q), self._device_chunks, k, len(self))
+      scores, idx = exact_topk(jnp.asarray(q), self._device_chunks, k, len(self))
       out_s.append(np.asarray(jax.device_get(scores))[:n])
       out_i.append(np.asarray(jax.device_get(idx))[:n])
     return np.concatenate(out_i).astype(np.int64), np.concatenate(out_s)
@@ -71,7 +71,7 @@ class ExactIndex:
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
-def _exact_topk(queries, chunks, k: int, size: int):
+def exact_topk(queries, chunks, k: int, size: int):
   """queries (Q, D), chunks (C, n, D) -> top-k (scores, indices) over the first `size` rows."""
   n = chunks.shape[1]
   kk = min(k, n)

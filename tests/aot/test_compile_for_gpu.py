@@ -84,7 +84,7 @@ def test_without_the_compiler_one_line_and_exit_2(tmp_path):
     (["--target", "h200"], "--config"),
     (["--config", "configs/pretrain.py:tiny", "--topology", "1x1x3"], "multiple of 3"),
     (["--config", "configs/pretrain.py:tiny", "--topology", "2x8"], "PARTITIONSxHOSTSxDEVICES"),
-    (["--config", "configs/views.py:tiny"], "covers the stages pretrain"),
+    (["--config", "configs/towers.py:tiny"], "covers the stages pretrain, views, mil"),
     (["--config", "configs/pretrain.py:tiny", "--programs", "nope"], "this stage has"),
 ])
 def test_bad_arguments_one_line_and_exit_2(args, says):
@@ -93,3 +93,23 @@ def test_bad_arguments_one_line_and_exit_2(args, says):
   lines = [line for line in run.stderr.splitlines()
            if line.strip() and not line.startswith("WARNING: All log messages before absl")]
   assert len(lines) == 1 and says in lines[0] and lines[0].startswith("error: "), run.stderr
+
+
+def test_view_classifier_and_mil_programs_compile(tmp_path):
+  """The other stages' steps, and the exact candidate search at EchoPrime's database size,
+  whose FLOPs (a loop over 19 database chunks: XLA's cost analysis counts a loop body once,
+  the report n times) must match the count by hand."""
+  for config, extra in (("configs/views.py:tiny", ["--config.dtype=bfloat16"]),
+                        ("configs/mil.py:tiny", [])):
+    out = tmp_path / "out.json"
+    run = _aot("--config", config, *extra, "--target", "h200", "--topology", "1x1x2",
+               "--json", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    programs = {p["program"]: p for p in json.loads(out.read_text())["programs"]}
+    train = programs["train_step"]
+    assert train["state_donated"] and train["headroom"] > 0.9
+    assert any(c["kind"] == "all-reduce" for c in train["collectives"])  # data parallel
+  search = programs["index_search"]
+  assert search["loop_trip_counts"] == [19]  # ceil(1,230,676 / 65,536) chunks
+  dots = 2 * 1024 * 1_230_676 * 64  # queries x candidates x tiny embed_dim, multiply-add
+  assert dots <= search["flops_per_device"] <= 1.5 * dots  # + the top-k's comparisons

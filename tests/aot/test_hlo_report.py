@@ -73,5 +73,31 @@ def test_target_text_and_topology():
   text = targets.TARGETS["h100"].config_text()
   assert "device_memory_size: 84942979072" in text and "major: 9" in text
   assert targets.parse_topology("1x2x8") == (1, 2, 8)
+  assert targets.peak_flops(targets.TARGETS["h200"], "fp32") == 67e12
   with pytest.raises(ValueError, match="PARTITIONSxHOSTSxDEVICES"):
     targets.parse_topology("2x8")
+
+
+LOOP = """HloModule jit_search
+
+%body.1 (arg: (s32[], f32[4,8])) -> (s32[], f32[4,8]) {
+  %arg = (s32[], f32[4,8]{1,0}) parameter(0)
+  ROOT %t = (s32[], f32[4,8]{1,0}) tuple(%a, %b)
+}
+
+%cond.1 (arg.1: (s32[], f32[4,8])) -> pred[] {
+  ROOT %p = pred[] constant(true)
+}
+
+ENTRY %main (x: f32[4,8]) -> f32[4,8] {
+  %w = (s32[], f32[4,8]{1,0}) while(%init), condition=%cond.1, body=%body.1, metadata={op_name="jit(f)/while" stack_frame_id=4}, backend_config={"known_trip_count":{"n":"19"}}
+  ROOT %r = f32[4,8]{1,0} get-tuple-element(%w), index=1
+}
+"""
+
+
+def test_loops_and_their_bodies_as_modules():
+  assert hlo_report.loops(LOOP) == [("body.1", 19)]
+  text = hlo_report.body_module(LOOP, "body.1")
+  assert "ENTRY %body.1 (" in text and "%cond.1 (" in text and "%main" not in text
+  assert "stack_frame_id" not in text
