@@ -16,6 +16,10 @@ aot h200_1x1x2 --target h200 --topology 1x1x2  # the paper: global batch 32 over
 for b in 176 192 224 256; do  # larger per-device batches (no rematerialisation policy)
   aot "h200_1x1x2_b$b" --target h200 --topology 1x1x2 --config.batch_size=$b --programs train_step
 done
+for b in 32 256 512; do  # every MViT block and BERT layer recomputed in the backward pass
+  aot "h200_1x1x2_remat_b$b" --target h200 --topology 1x1x2 --config.remat=blocks \
+    --config.batch_size=$b --programs train_step
+done
 aot h100_1x1x8_fsdp8 --target h100 --topology 1x1x8 --config.mesh.data=1 --config.mesh.fsdp=8 \
   --programs train_step
 aot h100_1x2x8_data2_fsdp8 --target h100 --topology 1x2x8 --config.mesh.data=2 \
@@ -32,5 +36,7 @@ python -m echoprime_jax.aot --config configs/views.py:echoprime --config.dtype=b
 python -m echoprime_jax.aot --config configs/mil.py:echoprime --target h200 --topology 1x1x2 \
   --json "$OUT/mil_h200_1x1x2.json"
 python benchmarks/aot_table.py "$OUT"/h200_1x1x2.json "$OUT"/h200_1x1x2_b*.json \
+  "$OUT"/h200_1x1x2_remat_b32.json "$OUT"/h200_1x1x2_remat_b256.json \
+  "$OUT"/h200_1x1x2_remat_b512.json \
   "$OUT"/h100_1x1x8_fsdp8.json "$OUT"/h100_1x2x8_data2_fsdp8.json "$OUT"/h100_1x1x8_b256_*.json \
   "$OUT"/h100_1x2x8_b1024_*.json "$OUT"/views_h200_1x1x2.json "$OUT"/mil_h200_1x1x2.json

@@ -29,7 +29,8 @@ def rows(report: dict, label: str) -> list[str]:
   mesh = " x ".join(f"{k} {v}" for k, v in report["mesh"].items())
   for p in report["programs"]:
     att = p["attention"]
-    fused = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in ("cudnn", ""))
+    backward = ("cudnn",) if p["state_bytes_per_device"] else ("cudnn", "")  # training: both
+    fused = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in backward)
     roof = p["roofline"]
     out.append(
         f"| {label} | {report['device']} {report['topology']} ({mesh}) | {p['program']} | "

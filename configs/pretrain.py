@@ -23,6 +23,9 @@ def get_config(arg: str = "echoprime") -> ml_collections.ConfigDict:
   c.towers = towers.get_config("echoprime" if arg == "echoprime" else "tiny")
   c.dtype = "float32"  # compute dtype (bfloat16 on GPUs); parameters stay float32
   c.dropout = -1.0  # >= 0: override dropout and stochastic depth of both towers (-1: defaults)
+  # "blocks": each MViT block and BERT layer recomputes its activations in the backward pass
+  # (less memory, one more forward pass of compute); unset: all kept
+  c.remat = ml_collections.config_dict.placeholder(str)
 
   # Clip length and stride, frame size and the report window are the towers' (cfg.towers).
   c.data = dict(dir="", tokenizer="", train_split="train", eval_split="val", augment=True,

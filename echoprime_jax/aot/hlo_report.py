@@ -20,7 +20,7 @@ DTYPE_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "f8e4m3fn": 1,
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute",
                "collective-broadcast")
 _ARRAY = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
-_LAYER = re.compile(r"\b(mvit_block\d+|bert_layer\d+)\)*/attention\b")
+_LAYER = re.compile(r"\b(mvit_block\d+|bert_layer\d+)\b")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _TARGET = re.compile(r'custom_call_target="([^"]*)"')
 _OPERANDS = re.compile(r"operand_layout_constraints=\{(.*?)\}, [a-z_]+=")
@@ -70,7 +70,10 @@ def attention_kernels(hlo: str) -> list[dict[str, Any]]:
       lambda: {"forward": set(), "backward": set()})
   for ins in instructions(hlo):
     op_name = _OP_NAME.search(ins["line"])
-    layer = _LAYER.search(op_name.group(1)) if op_name else None
+    # e.g. "jit(step)/transpose(jvp(mvit_block3))/jvp(mvit_block3)/checkpoint/attention/..."
+    if op_name is None or "/attention" not in op_name.group(1):
+      continue
+    layer = _LAYER.search(op_name.group(1))
     if layer is None:
       continue
     target = _TARGET.search(ins["line"])

@@ -100,7 +100,8 @@ def lines(result: dict[str, Any]) -> list[str]:
   """A program's result for the terminal."""
   r, m = result, result["roofline"]
   att = r["attention"]
-  fully = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in ("cudnn", ""))
+  backward = ("cudnn",) if r["state_bytes_per_device"] else ("cudnn", "")  # training: both
+  fully = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in backward)
   out = [
       f"{r['program']} (global batch {r['global_batch']}, compiled in {r['compile_s']:.0f} s)",
       f"  memory per device   peak {r['per_device_peak_bytes'] / GiB:.2f} GiB of "

@@ -24,7 +24,8 @@ def model_config(stage: str, cfg: Any, *, vocab_size: int | None = None,
   if stage == "pretrain":
     if vocab_size is None:
       raise ValueError("the pretraining model needs its tokenizer's vocab_size")
-    return from_config.two_tower_config(cfg.towers, dtype, vocab_size, cfg.get("dropout", -1.0))
+    return from_config.two_tower_config(cfg.towers, dtype, vocab_size, cfg.get("dropout", -1.0),
+                                        cfg.get("remat"))
   if stage == "views":
     return from_config.view_classifier_config(cfg, len(views_lib.taxonomy(cfg.taxonomy)))
   if stage == "mil":

@@ -53,6 +53,7 @@ class BertConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention: str = "auto"  # models/attention.py: "auto" | "xla" | "cudnn"
+  remat: bool = False  # recompute each layer's activations in the backward pass (memory)
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "BertConfig":
@@ -63,7 +64,8 @@ class BertConfig:
     if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
       raise ValueError(f"unsupported hidden_act {hf['hidden_act']!r}; "
                        f"supported: {sorted(_ACTIVATIONS)}")
-    names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "param_dtype", "attention"}
+    names = {f.name for f in dataclasses.fields(cls)} - {"dtype", "param_dtype", "attention",
+                                                          "remat"}
     kw = {k: hf[k] for k in names if k in hf}
     return cls(**kw).replace(**overrides)
 
@@ -175,5 +177,8 @@ class Bert(nnx.Module):
     x = self.embeddings(input_ids, token_type_ids)
     for i, layer in enumerate(self.layers):
       with jax.named_scope(f"bert_layer{i}"):  # names each layer in the compiled program
-        x = layer(x, key_mask, lengths)
+        if self.config.remat:  # keep only the layer's input for the backward pass
+          x = nnx.remat(lambda lay, x: lay(x, key_mask, lengths))(layer, x)
+        else:
+          x = layer(x, key_mask, lengths)
     return x

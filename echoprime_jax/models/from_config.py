@@ -39,12 +39,17 @@ def text_config(towers: Any, dtype: str = "float32", vocab_size: int | None = No
   return text_encoder.TextEncoderConfig(bert=bcfg, out_dim=towers.embed_dim)
 
 
-def two_tower_config(towers: Any, dtype: str, vocab_size: int, dropout: float = -1.0
-                     ) -> two_tower.TwoTowerConfig:
+def two_tower_config(towers: Any, dtype: str, vocab_size: int, dropout: float = -1.0,
+                     remat: str | None = None) -> two_tower.TwoTowerConfig:
   """The video-report model of a pretraining (or MIL) config. dropout >= 0 sets every
-  stochastic regulariser of both towers (dropout, stochastic depth); -1 keeps their defaults."""
-  video = video_config(towers, dtype)
+  stochastic regulariser of both towers (dropout, stochastic depth); -1 keeps their defaults.
+  remat="blocks": every MViT block and BERT layer recomputes its activations in the backward
+  pass (None: all kept)."""
+  if remat not in (None, "blocks"):
+    raise ValueError(f"remat must be 'blocks' or unset, got {remat!r}")
+  video = video_config(towers, dtype).replace(remat=remat == "blocks")
   text = text_config(towers, dtype, vocab_size)
+  text = dataclasses.replace(text, bert=text.bert.replace(remat=remat == "blocks"))
   if dropout >= 0:
     video = video.replace(stochastic_depth=dropout, head_dropout=dropout)
     text = dataclasses.replace(text, bert=text.bert.replace(

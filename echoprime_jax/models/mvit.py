@@ -89,6 +89,7 @@ class MViTConfig:
   dtype: str = "float32"  # compute dtype (activations)
   param_dtype: str = "float32"
   attention: str = "auto"  # models/attention.py: "auto" | "xla" | "cudnn" | "xla_padded"
+  remat: bool = False  # recompute each block's activations in the backward pass (memory)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -413,6 +414,20 @@ class MultiscaleBlock(nnx.Module):
     return x + self.drop_path(mlp), new_grid
 
 
+def _rematerialised(block: MultiscaleBlock, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
+  """block(x, grid) keeping only its input for the backward pass (`nnx.remat`: RNG state in
+  and out, so dropout draws the same masks when recomputed). The new grid is static shape
+  arithmetic, not an array: it is read out of the traced call."""
+  new_grid: list[Grid] = []
+
+  def run(blk, x):
+    y, g = blk(x, grid)
+    new_grid.append(g)
+    return y
+
+  return nnx.remat(run)(block, x), new_grid[-1]
+
+
 class MViT(nnx.Module):
   """Multiscale Vision Transformer v2. `video: (B, T, H, W, 3)` -> `(B, num_outputs)`."""
 
@@ -458,7 +473,7 @@ class MViT(nnx.Module):
     grid = (t, h, w)
     for i, block in enumerate(self.blocks):
       with jax.named_scope(f"mvit_block{i}"):  # names each block in the compiled program
-        x, grid = block(x, grid)
+        x, grid = (_rematerialised(block, x, grid) if self.config.remat else block(x, grid))
     return self.norm(x)[:, 0]
 
   def __call__(self, video: jax.Array) -> jax.Array:

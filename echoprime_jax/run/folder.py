@@ -32,7 +32,8 @@ STAGES = ("pretrain", "views", "mil")  # the stages a run folder can hold (cfg.s
 # how often it logs, evaluates and saves, and how fast it reads; never what it learns from or how.
 SAFE_TO_CHANGE = ("total_steps", "epochs", "log_every", "eval_every", "checkpoint_every",
                   "keep_checkpoints", "peak_tflops", "host_malloc", "eval_batch_size",
-                  "data.read_threads", "data.read_buffer", "data.workers")
+                  "data.read_threads", "data.read_buffer", "data.workers",
+                  "remat")  # recomputing activations changes memory, not the maths
 
 
 class ConfigChanged(ValueError):

@@ -113,3 +113,18 @@ def test_view_classifier_and_mil_programs_compile(tmp_path):
   assert search["loop_trip_counts"] == [19]  # ceil(1,230,676 / 65,536) chunks
   dots = 2 * 1024 * 1_230_676 * 64  # queries x candidates x tiny embed_dim, multiply-add
   assert dots <= search["flops_per_device"] <= 1.5 * dots  # + the top-k's comparisons
+
+
+def test_rematerialised_blocks_keep_cudnn_in_both_directions(tmp_path):
+  """--config.remat=blocks: the backward pass recomputes each block inside a checkpoint; its
+  attention (named ".../checkpoint/attention") must still be found and be cuDNN."""
+  out = tmp_path / "remat.json"
+  run = _aot("--config", "configs/pretrain.py:tiny", "--config.dtype=bfloat16",
+             "--config.remat=blocks", "--target", "h200", "--topology", "1x1x2",
+             "--programs", "train_step", "--json", str(out))
+  assert run.returncode == 0, run.stderr[-3000:]
+  train = json.loads(out.read_text())["programs"][0]
+  assert len(train["attention"]) == len(mvit.mvit_tiny().blocks) + \
+      bert.bert_tiny().num_hidden_layers
+  assert all((a["forward"], a["backward"]) == ("cudnn", "cudnn") for a in train["attention"])
+  assert train["state_donated"]
