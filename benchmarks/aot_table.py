@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.common import publish  # noqa: E402
+from echoprime_jax.aot.report import cudnn_layers  # noqa: E402
 
 GiB = 2 ** 30
 
@@ -29,8 +30,7 @@ def rows(report: dict, label: str) -> list[str]:
   mesh = " x ".join(f"{k} {v}" for k, v in report["mesh"].items())
   for p in report["programs"]:
     att = p["attention"]
-    backward = ("cudnn",) if p["state_bytes_per_device"] else ("cudnn", "")  # training: both
-    fused = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in backward)
+    fused = cudnn_layers(p)
     roof = p["roofline"]
     out.append(
         f"| {label} | {report['device']} {report['topology']} ({mesh}) | {p['program']} | "

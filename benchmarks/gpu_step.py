@@ -105,6 +105,13 @@ def tower_parity() -> list[dict]:
   return rows
 
 
+def write(path: str, text: str) -> None:
+  """A reader never sees half a file: a temporary sibling, then renamed."""
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--variant", default="echoprime", help="configs/pretrain.py variant")
@@ -137,9 +144,8 @@ def main() -> None:
     compiled = step.step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   target = targets.TARGETS[args.target]
-  program = programs.Program("train_step", step.step, (), programs.bytes_per_device(
-      jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                   state)), cfg.batch_size)
+  program = programs.Program("train_step", step.step, (),
+                             programs.bytes_per_device(step.sharded_state()), cfg.batch_size)
   estimate = report.summarise(compiled, program, target, compile_s)
   times = []
   for i in range(args.warmup + args.steps):
@@ -170,8 +176,7 @@ def main() -> None:
       "tower_parity_fp32": tower_parity() if args.parity else [],
   }
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "gpu_step.json"), "w") as f:
-    json.dump(result, f, indent=1, default=str)
+  write(os.path.join(args.out, "gpu_step.json"), json.dumps(result, indent=1, default=str))
   roof = estimate["roofline"]
   kernels = sorted({f"{a['forward']}/{a['backward']}" for a in result["attention"]})
   lines = [f"### Training step on {device.device_kind} x{jax.device_count()} "
@@ -189,8 +194,7 @@ def main() -> None:
     lines.append(f"- fp32 parity {row['tower']}: max |device - CPU| {row['max_abs_diff']:.2e} "
                  f"(outputs up to {row['max_abs_output']:.2f})")
   text = "\n".join(lines)
-  with open(os.path.join(args.out, "gpu_step.md"), "w") as f:
-    f.write(text + "\n")
+  write(os.path.join(args.out, "gpu_step.md"), text + "\n")
   print(text)
 
 

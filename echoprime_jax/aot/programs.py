@@ -44,11 +44,6 @@ class Program:
   precision: str = "bf16"  # its matmuls' peak: "bf16", "tf32" (float32), "fp32" (HIGHEST)
 
 
-def _abstract(tree, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      tree, shardings)
-
-
 def bytes_per_device(tree) -> int:
   """Bytes of one device's shard of every array in an abstract, sharded tree."""
   total = 0
@@ -79,7 +74,7 @@ def precision(cfg: Any) -> str:
 
 
 def _train_program(cfg: Any, step: trainer.StepProgram, batch: dict) -> Program:
-  state = _abstract(step.abstract_state, step.shardings)
+  state = step.sharded_state()
   return Program("train_step", step.step, (state, batch), bytes_per_device(state),
                  cfg.batch_size, precision=precision(cfg))
 
@@ -100,7 +95,7 @@ def pretrain_step(cfg: Any, mesh) -> tuple[trainer.StepProgram, dict, dict]:
 
 def pretrain_programs(cfg: Any, mesh) -> list[Program]:
   program, train_batch, eval_batch = pretrain_step(cfg, mesh)
-  state = _abstract(program.abstract_state, program.shardings)
+  state = program.sharded_state()
   embed = pretrain.jit_embed_step(cfg, program.eval_graphdef)
   return [
       _train_program(cfg, program, train_batch),
@@ -121,7 +116,7 @@ def views_programs(cfg: Any, mesh) -> list[Program]:
                                           None, cfg.batch_size, True, sharding)
   eval_batch = abstract_batch.clip_batch(views.pipeline_config(cfg, cfg.eval_batch_size, False),
                                          None, cfg.eval_batch_size, False, sharding)
-  state = _abstract(step.abstract_state, step.shardings)
+  state = step.sharded_state()
   predict = jax.jit(functools.partial(view_predictor.predict_step, graphdef=step.eval_graphdef,
                                       dtype=cfg.dtype))
   return [_train_program(cfg, step, train_batch),

@@ -96,12 +96,19 @@ def summarise(compiled, program: Program, target: Target, compile_s: float) -> d
   }
 
 
+def cudnn_layers(result: dict[str, Any]) -> int:
+  """Attention layers on cuDNN's fused kernel throughout: forward, and backward where the
+  program trains (it donates a state)."""
+  backward = ("cudnn",) if result["state_bytes_per_device"] else ("cudnn", "")
+  return sum(1 for a in result["attention"]
+             if a["forward"] == "cudnn" and a["backward"] in backward)
+
+
 def lines(result: dict[str, Any]) -> list[str]:
   """A program's result for the terminal."""
   r, m = result, result["roofline"]
   att = r["attention"]
-  backward = ("cudnn",) if r["state_bytes_per_device"] else ("cudnn", "")  # training: both
-  fully = sum(1 for a in att if a["forward"] == "cudnn" and a["backward"] in backward)
+  fully = cudnn_layers(r)
   out = [
       f"{r['program']} (global batch {r['global_batch']}, compiled in {r['compile_s']:.0f} s)",
       f"  memory per device   peak {r['per_device_peak_bytes'] / GiB:.2f} GiB of "

@@ -41,9 +41,8 @@ def kernel(choice: str, dtype, head_dim: int) -> str:
   if choice not in CHOICES:
     raise ValueError(f"attention must be one of {', '.join(CHOICES)}; got {choice!r}")
   if choice == "auto":
-    on_gpu = compile_target.platform() == "gpu"
-    fits = _round_up(head_dim, 8) <= _cudnn_max_head_dim()
-    return "cudnn" if on_gpu and jnp.dtype(dtype).itemsize == 2 and fits else "xla"
+    wanted = compile_target.platform() == "gpu" and jnp.dtype(dtype).itemsize == 2
+    return "cudnn" if wanted and _round_up(head_dim, 8) <= _cudnn_max_head_dim() else "xla"
   return "cudnn" if choice == "fused" else choice
 
 

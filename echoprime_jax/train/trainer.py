@@ -109,6 +109,11 @@ class StepProgram:
   shardings: dict  # the state's NamedShardings (`parallel.tree_shardings`)
   step: Any  # jitted (state, global batch) -> (state, metrics), the state donated
 
+  def sharded_state(self) -> dict:
+    """The state's ShapeDtypeStructs with their shardings (a restore target, AOT arguments)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.shardings)
+
 
 def step_program(cfg: Any, stage: Stage, mesh, total_steps: int) -> StepProgram:
   """The model, optimizer schedule over total_steps, state shardings on `mesh` and jitted step
@@ -136,9 +141,7 @@ def restore_or_init(cfg: Any, run: RunFolder, program: StepProgram, it):
   ckpt = Checkpointer(run.checkpoints, cfg.keep_checkpoints,
                       best_metric=(cfg.best_metric or None) if cfg.eval_every else None)
   if ckpt.latest_step() is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          program.abstract_state, shardings)
-    start, state = ckpt.restore(target, it)
+    start, state = ckpt.restore(program.sharded_state(), it)
     log.info("resumed from step %d", start)
     return ckpt, start, state
   return ckpt, 0, jax.jit(program.make_state, out_shardings=shardings)()
