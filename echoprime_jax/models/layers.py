@@ -72,7 +72,10 @@ def _gelu_fwd(x):
 
 
 def _gelu_bwd(x, g):
-  x32 = x.astype(jnp.float32)
+  # The barrier keeps XLA from sharing the forward pass's float32 copy of x with this one:
+  # shared, the copy is a saved residual (twice the bytes of x, written and read again);
+  # recomputed here, it costs nothing but a convert inside the backward fusion.
+  x32 = jax.lax.optimization_barrier(x).astype(jnp.float32)
   cdf = 0.5 * (1.0 + erf(x32 * _SQRT_HALF))
   pdf = jnp.exp(-0.5 * x32 * x32) * _INV_SQRT_2PI
   return ((g.astype(jnp.float32) * (cdf + x32 * pdf)).astype(g.dtype),)
