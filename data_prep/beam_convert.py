@@ -33,7 +33,7 @@ import os
 import sys
 from typing import Any
 
-from data_prep import convert, deid
+from data_prep import convert, deid, echonet
 
 try:
   import apache_beam as beam
@@ -65,7 +65,8 @@ class _FileKeys(_KeyedDoFn):
     self._input_dir = input_dir
 
   def process(self, path: str):
-    yield path, deid.Pseudonymizer(self._key)("file", os.path.relpath(path, self._input_dir))
+    rel = os.path.relpath(path, self._input_dir)
+    yield path, deid.Pseudonymizer(self._key)("file", rel), rel
 
 
 class _Probe(_KeyedDoFn):
@@ -75,9 +76,9 @@ class _Probe(_KeyedDoFn):
     super().__init__(keys)
     self._opts = opts
 
-  def process(self, item: tuple[str, str]):
-    path, file_key = item
-    yield convert.probe((path, file_key, self._key, self._opts))
+  def process(self, item: tuple[str, str, str]):
+    path, file_key, rel = item
+    yield convert.probe((path, file_key, self._key, self._opts, rel))
 
 
 def _require_beam() -> None:
@@ -97,14 +98,17 @@ def _key_source(keys: deid.KeySource | bytes) -> deid.KeySource:
 
 
 def _plan(rows: list[dict[str, Any]], out_dir: str, opts: convert.Options,
-          reports_path: str | None, labels: dict[str, str]) -> dict[str, Any]:
+          reports_path: str | None, labels: dict[str, str], input_dir: str) -> dict[str, Any]:
   rows = sorted(rows, key=lambda r: r["_path"])  # the same order as the local tool
   report_by_key = convert.load_reports(reports_path) if reports_path else {}
-  pending, study_reports = convert.assign(rows, opts, report_by_key, labels, bool(reports_path))
+  file_list = echonet.read_file_list(input_dir) if opts.layout == "echonet" else None
+  pending, study_reports = convert.assign(rows, opts, report_by_key, labels, bool(reports_path),
+                                          file_list)
   shards = convert.plan_shards(pending, opts)
   convert.record_plan(out_dir, shards, opts)
   logging.info("planned %d shards from %d files", len(shards), len(rows))
-  return {"rows": rows, "shards": shards, "study_reports": study_reports}
+  return {"rows": rows, "shards": shards, "study_reports": study_reports,
+          "file_list": file_list}
 
 
 def _write(shard: dict[str, Any], out_dir: str, opts: convert.Options) -> list[dict[str, Any]]:
@@ -115,7 +119,7 @@ def _finish(plan: dict[str, Any], written: list[list[dict[str, Any]]], out_dir: 
             input_dir: str, mapping_file: str | None) -> int:
   rows = [r for shard_rows in written for r in shard_rows]
   manifest = convert.finish(out_dir, plan["rows"], rows, plan["study_reports"], input_dir,
-                            mapping_file)
+                            mapping_file, plan["file_list"])
   return len(manifest)
 
 
@@ -144,7 +148,7 @@ def build(pipeline, input_dir: str, out_dir: str, keys: deid.KeySource | bytes,
             | "Probe" >> beam.ParDo(_Probe(keys, opts)))
   plan = (probed
           | "AllRows" >> beam.combiners.ToList()
-          | "Plan" >> beam.Map(_plan, out_dir, opts, reports_path, labels))
+          | "Plan" >> beam.Map(_plan, out_dir, opts, reports_path, labels, input_dir))
   written = (plan
              | "Shards" >> beam.FlatMap(lambda p: p["shards"])
              | "Spread" >> beam.Reshuffle()

@@ -1,7 +1,13 @@
-"""Echo DICOM archive -> de-identified ArrayRecord shards + manifest + study index.
+"""Echo archive (DICOM, or AVI / MP4 videos) -> de-identified ArrayRecord shards + manifest +
+study index.
 
   python -m data_prep.convert --input ARCHIVE --output SHARDS --reports reports.csv \\
       --key-file deid.key --workers 8
+  python -m data_prep.convert --input EchoNet-Dynamic --output SHARDS --layout echonet ...
+
+Inputs are recognised by content (`media`): DICOM files, and video files (AVI, MP4 / MOV,
+MKV / WebM; `video_reader`), whose study is their folder (`--layout auto`) or, in EchoNet's
+layout, the video itself, with FileList.csv's split and labels (`echonet`).
 
 Stages (each input file ends in the manifest exactly once, as converted / skipped / rejected):
   1. probe: read every file's header in parallel; non-DICOM, corrupt, non-ultrasound and
@@ -43,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep import (deid, dicom_reader, log_privacy, record_schema, region, report_scrub,
-                       reports)
+from data_prep import (deid, dicom_reader, echonet, log_privacy, media, record_schema, region,
+                       report_scrub, reports, video_reader)
 from echoprime_jax.runtime.cli import at_least  # argparse checks (no JAX)
 
 log = logging.getLogger("data_prep.convert")
@@ -75,6 +81,10 @@ class Options:
   max_file_bytes: int = 8 << 30  # larger files are rejected as oversized
   uncertain_sector: str = "reject"  # or "central-crop" (region.find_sector)
   report_phi: str = "scrub"  # "scrub" | "reject" | "keep" (report_scrub)
+  layout: str = "auto"  # "auto" | "echonet": where a video's study comes from (LAYOUTS)
+
+
+LAYOUTS = ("auto", "echonet")
 
 
 # ------------------------------------------------------------------------------ probe
@@ -93,25 +103,45 @@ def failure_reason(error: Exception, path: str, file_key: str) -> str:
   return log_privacy.redact(message, path)
 
 
-def probe(task: tuple[str, str, bytes, Options]) -> dict[str, Any]:
+def probe(task: tuple) -> dict[str, Any]:
   """Header-level triage of one file -> a manifest row (+ private raw ids for planning).
 
+  task: (path, file_key, key, opts[, rel]); rel, the path relative to the archive root, places
+  a video in its study (`video_identifiers`); default the file's name.
   Never raises: any failure (unreadable, dangling link, corrupt header) is a rejected row."""
-  path, file_key, key, opts = task
+  path, file_key, key, opts = task[:4]
+  rel = task[4] if len(task) > 4 else os.path.basename(path)
   # "_"-prefixed fields are private to the run (raw path, raw study id): never written out.
   row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": "", "_path": path}
   try:
-    return _probe(row, path, key, opts)
+    return _probe(row, path, rel, key, opts)
   except Exception as e:  # one bad file never stops the run
     return {**row, "status": "rejected", "reason": failure_reason(e, path, file_key)}
 
 
-def _probe(row: dict[str, Any], path: str, key: bytes, opts: Options) -> dict[str, Any]:
+def video_identifiers(rel: str, layout: str) -> dict[str, str]:
+  """A video file names no study or patient: its place in the archive does. auto: the study is
+  the video's folder (relative to --input; a report's key is that folder's relative path);
+  echonet: each video is its own study and patient (its file name without extension, the key
+  of FileList.csv). Raw values, pseudonymised like DICOM UIDs."""
+  if layout == "echonet":
+    study = echonet.video_key(rel)
+  else:
+    study = os.path.dirname(rel) or "."
+  return {"StudyInstanceUID": study, "PatientID": study, "SOPInstanceUID": rel}
+
+
+def _probe(row: dict[str, Any], path: str, rel: str, key: bytes, opts: Options
+           ) -> dict[str, Any]:
+  if opts.layout == "echonet" and echonet.is_metadata(rel):
+    return {**row, "status": "skipped", "reason": "EchoNet metadata file (not a video)"}
   size = os.path.getsize(path)
   if size > opts.max_file_bytes:
     return {**row, "status": "rejected",
             "reason": f"oversized: {size} bytes > limit {opts.max_file_bytes}"}
-  info = dicom_reader.read_info(path, opts.fallback_fps)
+  info = media.read_info(path, opts.fallback_fps)
+  if video_reader.is_video(info):
+    info = dataclasses.replace(info, identifiers=video_identifiers(rel, opts.layout))
   if info.num_frames < 1:
     return {**row, "status": "rejected", "reason": "zero frames (NumberOfFrames = 0)"}
   if not info.is_ultrasound:
@@ -184,10 +214,10 @@ def convert_video(path: str, row: dict[str, Any], opts: Options) -> tuple[dict[s
   >= opts.size pixels across at that scale (checked on the sample; if not, decoding restarts
   at a finer scale). The EchoPrime preset always decodes at full size, as released.
   """
-  info = dicom_reader.read_info(path, opts.fallback_fps)
+  info = media.read_info(path, opts.fallback_fps)
   reduce = decode_reduction(info, opts.size) if opts.preset == "sector" else 1
   while True:
-    source = dicom_reader.iter_frames(info, opts.max_frames, reduce)
+    source = media.iter_frames(info, opts.max_frames, reduce)
     first = list(itertools.islice(source, opts.geometry_sample))
     if not first:
       raise dicom_reader.DicomReadError(f"{path}: zero frames")
@@ -398,16 +428,24 @@ def prepare_report(text: str, mode: str) -> dict[str, Any]:
 
 
 def assign(rows: list[dict[str, Any]], opts: Options, report_by_key: dict[str, str],
-           labels: dict[str, str], have_reports: bool
+           labels: dict[str, str], have_reports: bool,
+           file_list: echonet.FileList | None = None
            ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
   """Sets split and view on probed rows; returns (rows to convert, {study_id: prepared
-  report (`prepare_report`)}). Raw report text goes no further than this function."""
+  report (`prepare_report`)}). Raw report text goes no further than this function.
+  file_list (--layout echonet): its split wins; a video it does not list is skipped."""
   study_reports: dict[str, dict[str, Any]] = {}
   pending = []
   for row in rows:
     if row["status"] != "pending":
       continue
-    row["split"] = split_of(row["patient_id"], opts.split_fractions)
+    fixed = ""
+    if file_list is not None:
+      if row["_raw_study"] not in file_list:
+        row.update(status="skipped", reason=f"not listed in {echonet.FILE_LIST}")
+        continue
+      fixed = file_list.splits[row["_raw_study"]]
+    row["split"] = fixed or split_of(row["patient_id"], opts.split_fractions)
     row["view"] = labels.get(row["file_key"], "")
     if row["_raw_study"] in report_by_key:
       if row["study_id"] not in study_reports:
@@ -448,13 +486,18 @@ def check_mapping_file(mapping_file: str, out_dir: str) -> None:
 
 def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any]],
            study_reports: dict[str, dict[str, Any]], input_dir: str,
-           mapping_file: str | None = None
+           mapping_file: str | None = None, file_list: echonet.FileList | None = None
            ) -> list[dict[str, Any]]:
   """manifest.parquet, studies.parquet, TFDS metadata, the owner's mapping; returns the manifest.
 
   rows: every probed file (one each); written: the rows the shard writers returned;
-  study_reports: `assign`'s prepared reports.
+  study_reports: `assign`'s prepared reports; file_list: EchoNet's labels, one column each in
+  studies.parquet.
   """
+  study_labels = {}
+  if file_list is not None:
+    study_labels = {r["study_id"]: file_list.labels[r["_raw_study"]] for r in rows
+                    if r.get("_raw_study") in file_list}
   by_key = {r["file_key"]: r for r in written}
   manifest = [by_key.get(r["file_key"], {k: v for k, v in r.items() if not k.startswith("_")})
               for r in rows]
@@ -474,7 +517,8 @@ def finish(out_dir: str, rows: list[dict[str, Any]], written: list[dict[str, Any
                     "views": [r.get("view", "") for r in vids], "report": text,
                     "sections": json.dumps(reports.parse_sections(text)),
                     "report_phi": prepared["report_phi"],
-                    "report_redactions": json.dumps(prepared["redactions"], sort_keys=True)})
+                    "report_redactions": json.dumps(prepared["redactions"], sort_keys=True),
+                    **study_labels.get(study_id, {})})
   _write_parquet(studies, os.path.join(out_dir, "studies.parquet"))
   write_tfds_metadata(out_dir, manifest)
   if mapping_file:
@@ -506,16 +550,19 @@ def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: s
   pseudo = deid.Pseudonymizer(key)
   paths = list_inputs(input_dir, pseudo)
   labels = load_labels(labels_path, paths) if labels_path else {}
+  file_list = echonet.read_file_list(input_dir) if opts.layout == "echonet" else None
   log.info("%d input files (key kind: %s)", len(paths), "INSECURE TEST" if pseudo.insecure
            else "secret")
 
   pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
   mapper = pool.imap if pool else map
-  tasks = [(p, k, key, opts) for k, p in sorted(paths.items(), key=lambda kv: kv[1])]
+  tasks = [(p, k, key, opts, os.path.relpath(p, input_dir))
+           for k, p in sorted(paths.items(), key=lambda kv: kv[1])]
   rows = list(tqdm(mapper(probe, tasks), total=len(tasks), desc="probe", unit="file",
                    disable=not progress))
   report_by_key = load_reports(reports_path) if reports_path else {}
-  pending, study_reports = assign(rows, opts, report_by_key, labels, bool(reports_path))
+  pending, study_reports = assign(rows, opts, report_by_key, labels, bool(reports_path),
+                                  file_list)
   shards = plan_shards(pending, opts)
   record_plan(out_dir, shards, opts)
   written = []
@@ -525,7 +572,7 @@ def run(input_dir: str, out_dir: str, key: bytes, opts: Options, reports_path: s
   if pool:
     pool.close()
     pool.join()
-  return finish(out_dir, rows, written, study_reports, input_dir, mapping_file)
+  return finish(out_dir, rows, written, study_reports, input_dir, mapping_file, file_list)
 
 
 def build_parser(prog: str = "python -m data_prep.convert",
@@ -533,7 +580,15 @@ def build_parser(prog: str = "python -m data_prep.convert",
   """The conversion flags (shared with data_prep.beam_convert)."""
   p = argparse.ArgumentParser(prog=prog, description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--input", required=True, help="archive folder (searched recursively)")
+  p.add_argument("--input", required=True,
+                 help="archive folder (searched recursively): DICOM files and / or AVI / MP4 / "
+                      "MOV / MKV videos, recognised by content")
+  p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                 help="auto: DICOM files are grouped into studies by their headers, videos by "
+                      "their folder (one folder, one study); echonet: EchoNet's layout "
+                      "(FileList.csv at the root beside Videos/): each video its own study, "
+                      "FileList.csv's Split kept and its EF / ESV / EDV (numeric columns) "
+                      "written as label columns of studies.parquet")
   p.add_argument("--output", required=True, help="shard folder (created; reruns resume)")
   p.add_argument("--reports", help="CSV/JSONL/Parquet: join key column + 'report' column")
   p.add_argument("--join-on", default="StudyInstanceUID",
@@ -607,13 +662,16 @@ def key_and_options(args: argparse.Namespace) -> tuple[bytes, Options]:
     raise ValueError("--split-fractions needs three non-negative numbers")
   if args.mapping_file:
     check_mapping_file(args.mapping_file, args.output)
+  if args.layout == "echonet":
+    echonet.read_file_list(args.input)  # present and readable, before any work
   return key, Options(size=args.size, preset=args.preset, max_frames=args.max_frames,
                       keep_stills=args.keep_stills, frame_format=args.frame_format,
                       jpeg_quality=args.jpeg_quality, videos_per_shard=args.videos_per_shard,
                       split_fractions=fractions, fallback_fps=args.fallback_fps,
                       join_on=args.join_on, drop_without_report=args.drop_studies_without_report,
                       max_file_bytes=int(args.max_file_gb * (1 << 30)),
-                      uncertain_sector=args.uncertain_sector, report_phi=args.report_phi)
+                      uncertain_sector=args.uncertain_sector, report_phi=args.report_phi,
+                      layout=args.layout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Interpret one study: DICOM folder -> report, measurements, and the evidence behind them.
+"""Interpret one study: a folder of DICOM or video files -> report, measurements, and the evidence behind them.
 
   python -m echoprime_jax.interpret STUDY_DIR --model MIL_RUN --index DB --out DIR \\
       [--views VIEW_RUN] [--k 50] [--match section|report] [--consensus 1] [--thresholds FILE]
@@ -31,7 +31,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m echoprime_jax.interpret", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("study_dir", help="folder with one study's DICOM files")
+  p.add_argument("study_dir", help="folder with one study's DICOM and / or video files (AVI, "
+                 "MP4, MOV, MKV: EchoPrime's own inference reads MP4)")
   p.add_argument("--model", required=True,
                  help="MIL run folder (configs/mil.py --workdir); its towers (the pretraining "
                       "run it names, or its converted weights) embed the videos")

@@ -98,7 +98,7 @@ def test_the_key_never_enters_the_pipeline_graph(archive, tmp_path, monkeypatch)
   probe.setup()
   path = str(archive / "dicom" / "study_00000" / "00.dcm")
   assert list(probe.process(path)) == [
-      (path, deid.Pseudonymizer(key)("file", "study_00000/00.dcm"))]
+      (path, deid.Pseudonymizer(key)("file", "study_00000/00.dcm"), "study_00000/00.dcm")]
   assert key not in _visible(pickler.dumps(probe))
   # Real key bytes are refused (they would be staged); the public test key maps to a source.
   with pytest.raises(TypeError, match="KeySource"):
