@@ -4,9 +4,10 @@ reader and preprocessing.
 Every file goes through `data_prep.convert`'s triage (`probe`: corrupt, neither DICOM nor
 video, non-ultrasound, still; every video of the folder belongs to its one study) and per-clip
 processing (`convert_video`: decode, sector mask, crop, resize, JPEG round trip), so a study
-interpreted here is seen by the towers exactly as the training shards were. Nothing is written; no header field leaves this module except the frame
-rate. Files are numbered 1, 2, ... in file-name order (their paths relative to the folder,
-sorted) and named only by that number: "file #3", in reasons, log lines and errors alike.
+interpreted here is seen by the towers exactly as the training shards were. Nothing is
+written; no header field leaves this module except the frame rate. Files are numbered 1, 2,
+... in file-name order (their paths relative to the folder, sorted) and named only by that
+number: "file #3", in reasons, log lines and errors alike.
 Study folders and files are often named after the patient, so no path, folder or file name
 leaves this module, and reasons pass through `log_privacy.redact` (UIDs, dates, names).
 """
