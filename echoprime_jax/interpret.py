@@ -1,7 +1,11 @@
-"""Interpret one study: a folder of DICOM or video files -> report, measurements, and the evidence behind them.
+"""Interpret one study: a folder of DICOM or video files -> report, measurements, evidence.
 
   python -m echoprime_jax.interpret STUDY_DIR --model MIL_RUN --index DB --out DIR \\
       [--views VIEW_RUN] [--k 50] [--match section|report] [--consensus 1] [--thresholds FILE]
+  python -m echoprime_jax.interpret STUDY_DIR --release IMPORTED --out DIR [--echoprime-compat]
+
+With --release (an EchoPrime release imported by `python -m echoprime_jax.release import`) the
+study is interpreted as EchoPrime's released inference does (`release/interpretation.py`).
 
 STUDY_DIR -> data prep's reader and preprocessing (`study_reader.py`) -> the video tower (the
 towers the MIL run was trained on) -> views (a view-classifier run; without one the views are
@@ -33,11 +37,20 @@ def main(argv: list[str] | None = None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("study_dir", help="folder with one study's DICOM and / or video files (AVI, "
                  "MP4, MOV, MKV: EchoPrime's own inference reads MP4)")
-  p.add_argument("--model", required=True,
+  p.add_argument("--model", default="",
                  help="MIL run folder (configs/mil.py --workdir); its towers (the pretraining "
                       "run it names, or its converted weights) embed the videos")
-  p.add_argument("--index", required=True,
+  p.add_argument("--index", default="",
                  help="candidate database folder (python -m echoprime_jax.index build)")
+  p.add_argument("--release", default="",
+                 help="instead of --model / --index / --views: an imported EchoPrime release "
+                      "(python -m echoprime_jax.release import), interpreted as EchoPrime's "
+                      "own inference does (first-frame views, the fixed MIL table, k = 50, its "
+                      "thresholds), each phenotype read from its own section's neighbours")
+  p.add_argument("--echoprime-compat", action="store_true",
+                 help="with --release: pair phenotypes with sections by position, as the "
+                      "released code does (most phenotypes then read another section's "
+                      "neighbours; for comparison with EchoPrime's own outputs)")
   p.add_argument("--out", required=True, help="folder for interpretation.json and report.html")
   p.add_argument("--views", default="",
                  help="view-classifier run folder (configs/views.py --workdir); without it "
@@ -52,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
                  help="each report section from the nearest neighbour having it (1, "
                       "EchoPrime's rule) or the medoid of the N nearest having it")
   p.add_argument("--thresholds", default="",
-                 help="JSON {label: threshold} for binary labels (default 0.5 each)")
+                 help="JSON {label: threshold} for binary labels (default 0.5 each; with "
+                      "--release, the release's roc_thresholds.csv, which these override)")
   args = p.parse_args(argv)
+  if args.release and (args.model or args.index or args.views):
+    p.error("--release replaces --model, --index and --views: give one or the other")
+  if not args.release and not (args.model and args.index):
+    p.error("give --model and --index (this project's MIL run and database), or --release")
+  if args.echoprime_compat and not args.release:
+    p.error("--echoprime-compat applies to --release only")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from echoprime_jax.runtime import xla_flags
@@ -73,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
       except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         raise ValueError(f"{args.thresholds}: --thresholds must be a JSON object "
                          "{label: number}") from None
-    result, strips = interpretation.interpret_study(
-        args.study_dir, model=args.model, index=args.index, views=args.views, k=args.k,
-        match=args.match, thresholds=thresholds, consensus=args.consensus)
+    if args.release:
+      from echoprime_jax.release import interpretation as release_interpretation
+      result, strips = release_interpretation.interpret_study(
+          args.study_dir, args.release, k=args.k, compat=args.echoprime_compat,
+          thresholds=thresholds)
+    else:
+      result, strips = interpretation.interpret_study(
+          args.study_dir, model=args.model, index=args.index, views=args.views, k=args.k,
+          match=args.match, thresholds=thresholds, consensus=args.consensus)
     interpretation.write_outputs(result, strips, args.out)
     print(interpretation.summary_text(result))
     print("\nwrote interpretation.json and report.html to the --out folder")

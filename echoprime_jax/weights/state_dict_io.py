@@ -72,7 +72,31 @@ def find_hf_weights(directory: str) -> str:
   raise FileNotFoundError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
+def load_tensor(path: str) -> np.ndarray:
+  """A `.pt` file holding one tensor (or a dict of exactly one), read with
+  `torch.load(weights_only=True)` -> float32 / integer NumPy array."""
+  import torch
+  obj = _load_torch_object(path)
+  if isinstance(obj, dict) and len(obj) == 1:
+    obj = next(iter(obj.values()))
+  if not isinstance(obj, torch.Tensor):
+    raise ValueError(f"{path}: expected one tensor, found {type(obj).__name__}")
+  return _to_numpy(obj)
+
+
 def _load_torch_file(path: str) -> dict[str, Any]:
+  return {k: _to_numpy(v) for k, v in unwrap(_load_torch_object(path)).items()}
+
+
+def _to_numpy(v) -> np.ndarray:
+  import torch
+  if v.dtype in (torch.bfloat16, torch.float16):
+    v = v.float()
+  return v.detach().cpu().numpy()
+
+
+def _load_torch_object(path: str) -> Any:
+  """Whatever `torch.load(weights_only=True)` reads from `path` (tensors, dicts, lists)."""
   try:
     import torch
   except ImportError as e:
@@ -86,19 +110,12 @@ def _load_torch_file(path: str) -> dict[str, Any]:
   if os.path.getsize(path) == 0:
     raise ValueError(f"{path}: the file is empty; point --input at the weights file")
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises UnpicklingError (and others) for unsafe content
     raise UnsafeCheckpointError(
         f"{path}: refused to load: the file is not a plain weights file ({_why(e)}). Re-save "
         "it as a state dict of tensors (torch.save(model.state_dict(), ...)) or as "
         ".safetensors.") from e
-  obj = unwrap(obj)
-  out = {}
-  for k, v in obj.items():
-    if v.dtype in (torch.bfloat16, torch.float16):
-      v = v.float()
-    out[k] = v.detach().cpu().numpy()
-  return out
 
 
 def _why(error: Exception) -> str:
