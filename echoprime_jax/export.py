@@ -2,6 +2,7 @@
 
   python -m echoprime_jax.export --towers PRETRAIN_RUN --data SHARDS --split val --out DIR \\
       [--mil MIL_RUN | --table TABLE.csv] [--views VIEW_RUN]
+  python -m echoprime_jax.export --towers ECHOPRIME_IMPORTED --tokenizer BiomedBERT/ ...
 
 What it writes: `inference/split_export.py` (printed below by --help).
 """
@@ -20,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--towers", required=True,
                  help="pretraining run folder (configs/pretrain.py --workdir): its best "
-                      "checkpoint's video and text towers and its tokenizer")
+                      "checkpoint's video and text towers and its tokenizer; or an imported "
+                      "EchoPrime release (python -m echoprime_jax.release import), with "
+                      "--tokenizer")
+  p.add_argument("--tokenizer", default="",
+                 help="with an imported EchoPrime release: BiomedBERT's tokenizer folder "
+                      "(vocab.txt), which its text tower reads and the release does not ship")
   p.add_argument("--data", required=True, help="data_prep output folder (shards)")
   p.add_argument("--split", default="val", help="split to export (default val)")
   p.add_argument("--out", required=True, help="output folder")

@@ -6,6 +6,9 @@ pooling ablation; zero-shot classification from text prompts.
   python -m echoprime_jax.probe --export runs/export --data shards64 --labels rules \
       --target pericardial_effusion --ablation --zero_shot
 
+  python -m echoprime_jax.probe --export runs/test --train_export runs/train \
+      --labels SHARDS/studies.parquet --data SHARDS --target EF
+
 --export: a folder from `python -m echoprime_jax.export`. --embedding picks the level:
 single_frame (one video's frame 0 held still), single_video (one video: its first A4C),
 study_mean (mean of the videos), study_sections (the 15 MIL section embeddings, concatenated),
@@ -61,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--bootstraps", type=at_least(10), default=1000,
                  help="bootstrap resamples (1000)")
   p.add_argument("--out", default="", help="output folder (default: EXPORT/probes)")
+  p.add_argument("--train_export", default="",
+                 help="fit the probes on this export (a training split) and score them on "
+                      "--export (a held-out split), instead of cross-validating --export: a "
+                      "dataset's own split, e.g. EchoNet-Dynamic's TRAIN -> TEST")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)

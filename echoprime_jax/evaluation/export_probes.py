@@ -107,8 +107,14 @@ def _plot(result: dict, path: str, title: str) -> None:
 def probe_level(args, embedding: str, y, groups, studies, kind: str, out: str) -> dict:
   """One embedding level: probes, JSON, predictions CSV, plot; prints the lines; -> summary."""
   from echoprime_jax.evaluation import probes
-  result = probes.probe(load_embedding(args.export, embedding), y, groups, kind,
-                        folds=args.folds, k=args.k, bootstraps=args.bootstraps)
+  if args.train_export:  # the dataset's own split: fit on one export, score on the other
+    y_tr, groups_tr, _ = load_inputs(dataclasses.replace(args, export=args.train_export))
+    result = probes.probe_held_out(load_embedding(args.train_export, embedding), y_tr,
+                                   groups_tr, load_embedding(args.export, embedding), y, groups,
+                                   kind, k=args.k, bootstraps=args.bootstraps)
+  else:
+    result = probes.probe(load_embedding(args.export, embedding), y, groups, kind,
+                          folds=args.folds, k=args.k, bootstraps=args.bootstraps)
   stem = os.path.join(out, f"{args.target}_{embedding}")
   summary = {k: v for k, v in result.items() if k != "predictions"}
   summary.update(target=args.target, embedding=embedding)
@@ -143,9 +149,9 @@ def zero_shot_level(args, y, kind: str) -> dict:
   if args.target not in prompts:
     raise ValueError(f"{prompt_file}: no prompts for {args.target!r} (has {sorted(prompts)})")
   with open(os.path.join(args.export, files.MANIFEST)) as f:
-    towers_run = json.load(f)["towers"]
+    manifest = json.load(f)
   mesh = parallel.make_mesh({"data": -1})
-  towers = frozen_towers.from_pretrain_run(towers_run, 128, mesh)
+  towers = frozen_towers.load(manifest["towers"], 128, mesh, manifest.get("tokenizer", ""))
   spec = prompts[args.target]
   n_dev = jax.device_count()
   classes = zero_shot.class_embeddings(
@@ -180,6 +186,7 @@ class ProbeRequest:
   k: int = 10
   bootstraps: int = 1000
   out: str = ""  # default EXPORT/probes
+  train_export: str = ""  # fit on this export (a training split), score on `export`
   say: Callable[[str], None] = print  # where the result lines go
 
 

@@ -134,16 +134,43 @@ def _inner_penalty(kind, x, y, groups, folds: int) -> float:
   return best
 
 
+def _fit_predict(kind: str, x_tr, y_tr, groups_tr, x_te, k: int, inner_folds: int
+                 ) -> tuple[dict[str, np.ndarray], float]:
+  """Probes fitted on the training rows -> ({"knn", "linear", "baseline"} predictions of the
+  test rows, the linear probe's penalty, chosen by a grouped inner CV on the training rows)."""
+  penalty = _inner_penalty(kind, x_tr, y_tr, groups_tr, inner_folds)
+  fit = ridge_fit_predict if kind == "regression" else logistic_fit_predict
+  # baseline: the training mean (regression); for binary targets one constant score for
+  # everybody (AUC 0.5, AUPRC = prevalence)
+  return {"knn": knn_predict(x_tr, y_tr, x_te, k), "linear": fit(x_tr, y_tr, x_te, penalty),
+          "baseline": np.full(len(x_te), y_tr.mean() if kind == "regression" else 0.5)}, penalty
+
+
+def _clean(x, y, groups, kind: str):
+  keep = ~np.isnan(y)
+  x, y, groups = np.asarray(x, np.float64)[keep], np.asarray(y, np.float64)[keep], groups[keep]
+  if kind not in ("regression", "binary"):
+    raise ValueError(f"kind must be regression or binary, got {kind!r}")
+  if kind == "binary" and not set(np.unique(y)) <= {0.0, 1.0}:
+    raise ValueError("a binary target must be 0 / 1")
+  return x, y, groups
+
+
+def _scored(out: dict, kind: str, y: np.ndarray, preds: dict, bootstraps: int, seed: int
+            ) -> dict:
+  out["predictions"] = {"y": y, **preds}
+  for name in ("knn", "linear", "baseline"):
+    m = _metrics(kind, y, preds[name])
+    ci = bootstrap(kind, y, preds[name], bootstraps, seed)
+    out[name] = {**m, **{f"{key}_ci": v for key, v in ci.items()}}
+  return out
+
+
 def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, folds: int = 5,
           k: int = 10, seed: int = 0, bootstraps: int = 1000) -> dict:
   """Out-of-fold KNN and linear probes; -> {"knn": {...}, "linear": {...}, "baseline": {...},
   "n", "folds", "predictions": {...}} (metrics with "<name>_ci" intervals)."""
-  if kind not in ("regression", "binary"):
-    raise ValueError(f"kind must be regression or binary, got {kind!r}")
-  keep = ~np.isnan(y)
-  x, y, groups = np.asarray(x, np.float64)[keep], np.asarray(y, np.float64)[keep], groups[keep]
-  if kind == "binary" and not set(np.unique(y)) <= {0.0, 1.0}:
-    raise ValueError("a binary target must be 0 / 1")
+  x, y, groups = _clean(x, y, groups, kind)
   if len(np.unique(groups)) < folds:
     raise ValueError(f"{len(np.unique(groups))} patients: fewer than the {folds} folds")
   fold = group_folds(groups, folds, seed)
@@ -151,18 +178,29 @@ def probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, folds: in
   penalties = []
   for f in range(folds):
     tr, te = fold != f, fold == f
-    preds["knn"][te] = knn_predict(x[tr], y[tr], x[te], k)
-    penalty = _inner_penalty(kind, x[tr], y[tr], groups[tr], min(folds, 3))
+    fold_preds, penalty = _fit_predict(kind, x[tr], y[tr], groups[tr], x[te], k,
+                                       min(folds, 3))
+    for name, p in fold_preds.items():
+      preds[name][te] = p
     penalties.append(penalty)
-    fit = ridge_fit_predict if kind == "regression" else logistic_fit_predict
-    preds["linear"][te] = fit(x[tr], y[tr], x[te], penalty)
-    # baseline: the training mean (regression); for binary targets one constant score for
-    # everybody (AUC 0.5, AUPRC = prevalence)
-    preds["baseline"][te] = y[tr].mean() if kind == "regression" else 0.5
-  out = {"n": int(len(y)), "folds": folds, "kind": kind, "k": k,
-         "linear_penalties": penalties, "predictions": {"y": y, **preds}}
-  for name in ("knn", "linear", "baseline"):
-    m = _metrics(kind, y, preds[name])
-    ci = bootstrap(kind, y, preds[name], bootstraps, seed)
-    out[name] = {**m, **{f"{key}_ci": v for key, v in ci.items()}}
-  return out
+  return _scored({"n": int(len(y)), "folds": folds, "kind": kind, "k": k,
+                  "linear_penalties": penalties}, kind, y, preds, bootstraps, seed)
+
+
+def probe_held_out(x_train, y_train, groups_train, x_test, y_test, groups_test, kind: str,
+                   k: int = 10, seed: int = 0, bootstraps: int = 1000,
+                   inner_folds: int = 3) -> dict:
+  """Probes fitted on a training split, scored on a held-out split (a dataset's own split,
+  e.g. EchoNet-Dynamic's TRAIN -> TEST) -> the `probe` summary over the test rows; refuses
+  splits that share a patient."""
+  x_tr, y_tr, g_tr = _clean(x_train, y_train, groups_train, kind)
+  x_te, y_te, g_te = _clean(x_test, y_test, groups_test, kind)
+  shared = set(map(str, g_tr)) & set(map(str, g_te))
+  if shared:
+    raise ValueError(f"the training and test splits share {len(shared)} patients")
+  if len(np.unique(g_tr)) < inner_folds:
+    raise ValueError(f"{len(np.unique(g_tr))} training patients: fewer than {inner_folds}")
+  preds, penalty = _fit_predict(kind, x_tr, y_tr, g_tr, x_te, k, inner_folds)
+  return _scored({"n": int(len(y_te)), "n_train": int(len(y_tr)), "folds": "held-out split",
+                  "kind": kind, "k": k, "linear_penalties": [penalty]}, kind, y_te, preds,
+                 bootstraps, seed)

@@ -1,6 +1,7 @@
 """The frozen video and text towers a later stage (MIL, export, retrieval, interpret) embeds with.
 
-Three sources, in order of preference:
+Sources: an imported EchoPrime release (`from_release`, for export and probe), or, in order of
+preference:
 1. a pretraining run folder (`configs/pretrain.py` output): `load_run` rebuilds the towers from
    its config, reads its tokenizer and its best kept checkpoint's parameters;
 2. converted towers (`convert_weights` output, e.g. EchoPrime's released video encoder and
@@ -93,6 +94,49 @@ def from_stage_config(cfg: Any, workdir: str, texts: list[str]) -> FrozenTowers:
   encoder = tokenizer.ReportEncoder(tok, cfg.towers.text.max_length, cfg.data.section_len)
   return FrozenTowers(model, encoder, cfg.towers,
                       {"init": dict(cfg.init), "towers": cfg.towers.to_dict(), "seed": cfg.seed})
+
+
+def from_release(root: str, tokenizer_dir: str, section_len: int, mesh,
+                 dtype: str = "float32") -> FrozenTowers:
+  """The video and text towers of an imported EchoPrime release (`release import`), with the
+  tokenizer in `tokenizer_dir` (BiomedBERT's vocab.txt: the release ships none). Clips are the
+  release's (16 frames at stride 2, 224 px); reports up to 512 tokens."""
+  import ml_collections
+
+  from echoprime_jax.release import layout
+  from echoprime_jax.weights import tower_folder
+  if not tokenizer_dir:
+    raise ValueError(f"{root}: EchoPrime's release has no tokenizer: pass --tokenizer with "
+                     "BiomedBERT's tokenizer folder (vocab.txt), the one its text tower reads")
+  video = tower_folder.tower_config(layout.tower_dir(root, "video"), dtype=dtype)
+  text = tower_folder.tower_config(layout.tower_dir(root, "text"), dtype=dtype)
+  tok = tokenizer.load_tokenizer(tokenizer_dir)
+  if len(tok) > text.bert.vocab_size:
+    raise ValueError(f"{tokenizer_dir}: {len(tok)} tokens, the release's text tower has "
+                     f"{text.bert.vocab_size}: not the tokenizer it was trained with")
+  model = two_tower.TwoTower(two_tower.TwoTowerConfig(video=video, text=text),
+                             rngs=nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  for name in ("video", "text"):
+    params[name] = load_converted(params[name], layout.tower_dir(root, name), f"{name} tower")
+  nnx.update(model, params)
+  model.eval()
+  towers = ml_collections.ConfigDict(dict(
+      embed_dim=video.num_outputs,
+      video=dict(arch="mvit_v2_s", num_frames=16, clip_stride=2, image_size=video.image_size[0]),
+      text=dict(max_length=min(512, text.bert.max_position_embeddings))))
+  encoder = tokenizer.ReportEncoder(tok, towers.text.max_length, section_len)
+  return FrozenTowers(model, encoder, towers, {"release": root, "tokenizer": tokenizer_dir})
+
+
+def load(path: str, section_len: int, mesh, tokenizer_dir: str = "",
+         dtype: str = "float32") -> FrozenTowers:
+  """A pretraining run folder's towers, or an imported EchoPrime release's."""
+  from echoprime_jax.release import layout
+  from echoprime_jax.run import output_folder
+  if output_folder.kind_of(path) == layout.OUTPUT_KIND:
+    return from_release(path, tokenizer_dir, section_len, mesh, dtype)
+  return from_pretrain_run(path, section_len, mesh, dtype)
 
 
 def for_mil_run(run, mesh) -> FrozenTowers:

@@ -46,7 +46,8 @@ FILES = (VIDEOS, STUDIES, MANIFEST, VIDEO_EMBEDDINGS, VIEW_PROBABILITIES, STUDY_
 
 @dataclasses.dataclass(frozen=True)
 class ExportRequest:
-  towers: str  # pretraining run folder: its best checkpoint's towers and its tokenizer
+  towers: str  # pretraining run folder (its best checkpoint's towers, its tokenizer) or an
+  #             imported EchoPrime release (with `tokenizer`)
   data: str  # shards folder
   out: str  # export folder
   split: str = "val"
@@ -55,6 +56,7 @@ class ExportRequest:
   views: str = ""  # view-classifier run folder: predicted views
   batch: int = 32  # videos / texts per step over all devices
   section_len: int = 128  # tokens per report section
+  tokenizer: str = ""  # tokenizer folder for an imported release's text tower
 
 
 def _sections(req, emb, mesh) -> np.ndarray | None:
@@ -113,7 +115,7 @@ def export_split(req: ExportRequest, mesh=None) -> dict[str, int]:
                      "devices")
   index = ShardIndex(req.data)
   index.studies(req.split)  # the data first (cheap): a bad folder fails before the towers load
-  towers = frozen_towers.from_pretrain_run(req.towers, req.section_len, mesh)
+  towers = frozen_towers.load(req.towers, req.section_len, mesh, req.tokenizer)
   if jax.process_index() == 0:  # the inputs hold: from here on the folder is ours
     os.makedirs(req.out, exist_ok=True)
     output_folder.mark(req.out, "export")
@@ -198,7 +200,8 @@ def _write(out: str, req: ExportRequest, emb, view_probs, sections, single, sing
     with open(os.path.join(out, SECTION_NAMES), "w") as f:
       json.dump(list(emb.sections), f)
   with open(os.path.join(out, MANIFEST), "w") as f:
-    json.dump({"towers": os.path.abspath(req.towers), "towers_step": towers.source["step"],
+    json.dump({"towers": os.path.abspath(req.towers), "towers_step": towers.source.get("step", 0),
+               "tokenizer": os.path.abspath(req.tokenizer) if req.tokenizer else "",
                "data": os.path.abspath(req.data), "split": req.split,
                "mil": os.path.abspath(req.mil) if req.mil else "",
                "table": os.path.abspath(req.table) if req.table else "",

@@ -75,9 +75,10 @@ def test_folders_of_videos_convert_with_every_file_accounted_for(tmp_path, caplo
     assert name not in text, name
 
 
-def _echonet(root, n=6):
+def echonet_dataset(root, n=6, splits=("TRAIN", "TRAIN", "VAL", "TEST", "TEST", "TRAIN")):
   """EchoNet-Dynamic's layout: Videos/<id>.avi + FileList.csv (FileName without extension, as
-  the dataset ships it) with EF / ESV / EDV and TRAIN / VAL / TEST."""
+  the dataset ships it) with EF / ESV / EDV and TRAIN / VAL / TEST (splits[i % len(splits)]);
+  the last listed video is missing and one unlisted video is there."""
   (root / "Videos").mkdir(parents=True)
   rows = []
   for i in range(n):
@@ -87,7 +88,7 @@ def _echonet(root, n=6):
       write_video(root / "Videos" / f"{name}.avi", video, "avi")
     rows.append({"FileName": name, "EF": f"{50 + i:.2f}", "ESV": f"{30 + i}", "EDV": f"{80 + i}",
                  "FrameHeight": 112, "FrameWidth": 112, "FPS": 50, "NumberOfFrames": 8,
-                 "Split": ("TRAIN", "TRAIN", "VAL", "TEST", "TEST", "TRAIN")[i]})
+                 "Split": splits[i % len(splits)]})
   write_video(root / "Videos" / "0XUNLISTED.avi", speckle_cone(frames=8)[0], "avi")
   with open(root / "FileList.csv", "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -98,7 +99,7 @@ def _echonet(root, n=6):
 
 
 def test_echonet_layout_keeps_the_split_and_writes_the_labels(tmp_path):
-  rows = _echonet(tmp_path / "EchoNet-Dynamic")
+  rows = echonet_dataset(tmp_path / "EchoNet-Dynamic")
   out = tmp_path / "out"
   manifest = convert.run(str(tmp_path / "EchoNet-Dynamic"), str(out), deid.INSECURE_TEST_KEY,
                          convert.Options(size=64, layout="echonet"), progress=False)

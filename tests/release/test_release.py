@@ -175,3 +175,34 @@ def test_an_incomplete_release_lists_what_is_missing(tmp_path, capsys):
   assert code == 2 and len(err) == 1
   assert "candidate_reports.pkl" in err[0] and "MIL_weights.csv" in err[0]
   assert "echo_prime_encoder.pt" not in err[0]
+
+
+def test_echonet_recipe_with_the_release_towers(release, tmp_path):
+  """EchoNet-style videos -> shards (its split, EF labels) -> export with the imported release's
+  towers -> an EF probe fitted on TRAIN and scored on TEST: the README recipe, in miniature."""
+  from data_prep import convert, deid
+  from echoprime_jax import export as export_cli
+  from echoprime_jax import probe as probe_cli
+  from echoprime_jax.data import tokenizer
+  from tests.data_prep.test_video_input import echonet_dataset
+  _, imported, _, _ = release
+  echonet_dataset(tmp_path / "EchoNet", n=9, splits=("TRAIN",) * 5 + ("TEST",) * 3)
+  shards = tmp_path / "shards"
+  convert.run(str(tmp_path / "EchoNet"), str(shards), deid.INSECURE_TEST_KEY,
+              convert.Options(size=224, layout="echonet"), progress=False)
+  tokenizer.train_wordpiece(["the left ventricle is normal", "mild mitral regurgitation"],
+                            str(tmp_path / "tok"), vocab_size=200)
+  for split in ("train", "test"):
+    assert export_cli.main(["--towers", str(imported), "--tokenizer", str(tmp_path / "tok"),
+                            "--data", str(shards), "--split", split, "--out",
+                            str(tmp_path / split), "--batch", "2"]) == 0
+  emb = np.load(tmp_path / "test" / "video_embeddings.npy")
+  assert emb.shape == (3, 512) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+  assert probe_cli.main(["--export", str(tmp_path / "test"), "--train_export",
+                         str(tmp_path / "train"), "--labels", str(shards / "studies.parquet"),
+                         "--data", str(shards), "--target", "EF", "--bootstraps", "20",
+                         "--k", "2", "--out", str(tmp_path / "probe")]) == 0
+  result = json.loads((tmp_path / "probe" / "EF_study_mean.json").read_text())
+  assert result["n"] == 3 and result["n_train"] == 5 and result["folds"] == "held-out split"
+  assert result["baseline"]["mae"] == pytest.approx(np.mean(np.abs(
+      np.array([55.0, 56.0, 57.0]) - np.mean([50.0, 51.0, 52.0, 53.0, 54.0]))))
