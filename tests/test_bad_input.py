@@ -106,6 +106,19 @@ def world(tmp_path_factory, converted, archive):
   (root / "study").mkdir()
   (root / "study" / "IM_0001").write_bytes(b"not a dicom at all")
   w["study"] = str(root / "study")
+  # an EchoPrime release with every file present (empty: no command gets to read them) and a
+  # folder marked as an imported release
+  from echoprime_jax.release import layout
+  for rel in layout.RELEASE_FILES.values():
+    (root / "release" / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / "release" / rel).write_bytes(b"")
+  w["release"] = str(root / "release")
+  (root / "partial_release" / "weights").mkdir(parents=True)
+  (root / "partial_release" / "weights" / "view_classifier.pt").write_bytes(b"")
+  w["partial_release"] = str(root / "partial_release")
+  (root / "imported").mkdir()
+  output_folder.mark(str(root / "imported"), layout.OUTPUT_KIND)
+  w["imported"] = str(root / "imported")
   return w
 
 
@@ -331,12 +344,49 @@ CASES = [
          absent=("demo3",)),
 ]
 
+CASES += [
+    Case("release import: --release is not a folder", "echoprime_jax.release.__main__",
+         lambda w: ["import", "--release", w["file"], "--out", str(w["root"] / "r1"),
+                    "--trust-pickles"], "not a folder", absent=("r1",)),
+    Case("release import: files missing", "echoprime_jax.release.__main__",
+         lambda w: ["import", "--release", w["partial_release"], "--out", str(w["root"] / "r2"),
+                    "--trust-pickles"], "lacks weights/echo_prime_encoder.pt",
+         absent=("r2",)),
+    Case("release import: without --trust-pickles", "echoprime_jax.release.__main__",
+         lambda w: ["import", "--release", w["release"], "--out", str(w["root"] / "r3")],
+         "pass --trust-pickles", untouched=("release",), absent=("r3",)),
+    Case("release import: --out is the user's folder", "echoprime_jax.release.__main__",
+         lambda w: ["import", "--release", w["release"], "--out", w["mine"], "--overwrite",
+                    "--trust-pickles"], "not written by echoprime-jax", untouched=("mine",)),
+    Case("release import: empty weight files", "echoprime_jax.release.__main__",
+         lambda w: ["import", "--release", w["release"], "--out", str(w["root"] / "r4"),
+                    "--trust-pickles"], "MIL_weights.csv", untouched=("release",),
+         absent=("r4",)),
+    Case("interpret: --release is not an imported release", "interpret",
+         lambda w: [w["study"], "--release", w["mine"], "--out", str(w["root"] / "i1")],
+         "not an imported EchoPrime release", untouched=("mine",), absent=("i1",)),
+    Case("interpret: --release with --model", "interpret",
+         lambda w: [w["study"], "--release", w["imported"], "--model", w["mil"], "--out",
+                    str(w["root"] / "i2")], "--release replaces", absent=("i2",)),
+    Case("interpret: --echoprime-compat without --release", "interpret",
+         lambda w: [w["study"], "--model", w["mil"], "--index", w["db"], "--out",
+                    str(w["root"] / "i3"), "--echoprime-compat"], "--release only",
+         absent=("i3",)),
+    Case("export: an imported release without --tokenizer", "export",
+         lambda w: ["--towers", w["imported"], "--data", w["shards"], "--out",
+                    str(w["root"] / "e_rel")], "pass --tokenizer", absent=("e_rel",)),
+]
+
+
 def _convert(w, out="c_out", *extra):
   return ["--input", w["dicom"], "--output", str(w["root"] / out), "--insecure-test-key",
           "--workers", "1", *extra]
 
 
 CASES += [
+    Case("convert: --layout echonet without FileList.csv", "data_prep.convert",
+         lambda w: _convert(w, "c_echonet", "--layout", "echonet"), "needs FileList.csv",
+         absent=("c_echonet",)),
     Case("convert: missing --input", "data_prep.convert",
          lambda w: ["--input", w["missing"], "--output", str(w["root"] / "c1"),
                     "--insecure-test-key"], "--input is not a folder", absent=("c1",)),
