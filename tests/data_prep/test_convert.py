@@ -11,6 +11,7 @@ import pytest
 from data_prep import convert, deid, dicom_writer, record_schema, synthetic
 
 from tests.archive import convert_archive as _convert
+from tests.video_files import speckle_cone
 
 
 def test_every_input_file_is_in_the_manifest_once(archive, converted):
@@ -158,14 +159,7 @@ def test_reduced_jpeg_decoding_matches_full_decoding(tmp_path, monkeypatch):
 
 def _speckle_cone(frames=6, h=120, w=160, seed=0):
   """(T, H, W, 3) grey speckle moving in a cone, coloured ECG trace outside it."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[:h, :w]
-  cone = (np.hypot(xx - w / 2, yy) < h - 5) & (np.abs(np.arctan2(xx - w / 2, yy)) < 0.7)
-  video = np.zeros((frames, h, w, 3), np.uint8)
-  for t in range(frames):
-    video[t][cone] = rng.integers(30, 220, cone.sum(), dtype=np.uint8)[:, None]
-  video[:, 3:6, 2:30] = (0, 255, 0)  # a green trace in the corner, outside the sector
-  return video, cone
+  return speckle_cone(frames, h, w, seed)
 
 
 @pytest.mark.parametrize("encoding", ["explicit_le", "jpeg_baseline"])
