@@ -111,6 +111,28 @@ def collectives(hlo: str) -> list[dict[str, Any]]:
   return sorted(table.values(), key=lambda r: -r["bytes"])
 
 
+def custom_call_bytes(hlo: str) -> float:
+  """HBM bytes of the cuDNN / cuBLAS calls, which XLA's cost analysis counts as 0: each reads
+  its operands and writes its results once (scratch workspace, a trailing u8 / s8 result,
+  excluded). A fused flash-attention call streams Q, K, V (and O, dO backward) through on-chip
+  memory, so this is its HBM traffic too."""
+  listed = list(instructions(hlo))
+  types = {ins["name"]: ins["type"] for ins in listed}
+  total = 0
+  for ins in listed:
+    target = _TARGET.search(ins["line"])
+    if ins["op"] != "custom-call" or not target or not target.group(1).startswith(
+        ("__cudnn$", "__cublas$")):
+      continue
+    results = arrays(ins["type"])
+    if len(results) > 1 and results[-1][0] in ("u8", "s8"):
+      results = results[:-1]
+    operands = re.findall(r"%([\w.\-]+)", ins["line"][len("custom-call("):].split(")", 1)[0])
+    total += sum(nbytes(*a) for a in results)
+    total += sum(nbytes(*a) for name in operands for a in arrays(types.get(name, "")))
+  return float(total)
+
+
 def custom_call_flops(hlo: str) -> dict[str, float]:
   """FLOPs of the cuDNN calls, which XLA's cost analysis counts as 0, from their shapes:
     attention  forward 2*B*N*T*S*(Hqk + Hv), backward 2*B*N*T*S*(3*Hqk + 2*Hv) (the logits
@@ -118,10 +140,12 @@ def custom_call_flops(hlo: str) -> dict[str, float]:
                q / v operands' head dims
     conv       2 * (elements of the forward output) * (kernel elements / output features),
                for the forward, input-gradient and filter-gradient calls alike
-  -> {"attention": ..., "conv": ...}."""
+    gemm       (cuBLAS, where XLA's Triton GEMMs are off) 2 * (output elements) * (the lhs's
+               contracting size)
+  -> {"attention": ..., "conv": ..., "gemm": ...}."""
   listed = list(instructions(hlo))
   types = {ins["name"]: ins["type"] for ins in listed}
-  total = {"attention": 0.0, "conv": 0.0}
+  total = {"attention": 0.0, "conv": 0.0, "gemm": 0.0}
   for ins in listed:
     target = _TARGET.search(ins["line"])
     target = target.group(1) if target else ""
@@ -129,7 +153,22 @@ def custom_call_flops(hlo: str) -> dict[str, float]:
       total["attention"] += _attention_flops(ins, "Backward" in target)
     elif target.startswith("__cudnn$conv"):
       total["conv"] += _conv_flops(ins, target, types)
+    elif target.startswith("__cublas$"):
+      total["gemm"] += _gemm_flops(ins, types)
   return total
+
+
+def _gemm_flops(ins: dict[str, str], types: dict[str, str]) -> float:
+  numbers = _backend_config(ins["line"]).get("gemm_backend_config", {}).get(
+      "dot_dimension_numbers", {})
+  names = re.findall(r"%([\w.\-]+)", ins["line"][len("custom-call("):].split(")", 1)[0])
+  lhs = arrays(types.get(names[0], "")) if names else []
+  result = arrays(ins["type"])
+  if not lhs or not result:
+    return 0.0
+  contracting = math.prod(lhs[0][1][int(d)] for d in numbers.get("lhs_contracting_dimensions",
+                                                                    []))
+  return 2.0 * math.prod(result[0][1]) * contracting
 
 
 def _attention_flops(ins: dict[str, str], backward: bool) -> float:

@@ -25,9 +25,10 @@ def compile_for(program: Program, target: Target):
 
 def xla_cost(compiled, hlo: str) -> dict[str, float]:
   """XLA's HLO cost analysis of the optimized per-device module, run by the CPU client (the
-  compile-only executable has none of its own), plus the cuDNN calls it counts as 0
-  (`hlo_report.custom_call_flops`). The analysis counts a loop body once: each loop with a
-  known trip count n adds n - 1 more of its body's cost (a module of the body alone)."""
+  compile-only executable has none of its own), plus the cuDNN / cuBLAS calls it counts as 0,
+  FLOPs and bytes alike (`hlo_report.custom_call_flops`, `custom_call_bytes`). The analysis
+  counts a loop body once: each loop with a known trip count n adds n - 1 more of its body's
+  cost (a module of the body alone)."""
   from jax._src.lib import xla_client
   from jaxlib import _hlo
 
@@ -38,6 +39,7 @@ def xla_cost(compiled, hlo: str) -> dict[str, float]:
     return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
 
   flops, nbytes = analysed(compiled.runtime_executable().hlo_modules()[0])
+  nbytes += hlo_report.custom_call_bytes(hlo)
   cudnn = hlo_report.custom_call_flops(hlo)
   trips = []
   for body, n in hlo_report.loops(hlo):
@@ -45,11 +47,11 @@ def xla_cost(compiled, hlo: str) -> dict[str, float]:
     body_flops, body_bytes = analysed(_hlo.hlo_module_from_text(text))
     body_cudnn = hlo_report.custom_call_flops(text)
     flops += (n - 1) * body_flops
-    nbytes += (n - 1) * body_bytes
+    nbytes += (n - 1) * (body_bytes + hlo_report.custom_call_bytes(text))
     for kind in cudnn:
       cudnn[kind] += (n - 1) * body_cudnn[kind]
     trips.append(n)
-  return {"flops": flops + cudnn["attention"] + cudnn["conv"], "bytes_accessed": nbytes,
+  return {"flops": flops + sum(cudnn.values()), "bytes_accessed": nbytes,
           "cudnn_attention": cudnn["attention"], "cudnn_conv": cudnn["conv"],
           "loop_trip_counts": trips}
 

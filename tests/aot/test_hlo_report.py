@@ -23,6 +23,9 @@ ENTRY %main (x: bf16[16,25090,1,120], y: bf16[16,394,1,120], z: bf16[16,394,1,12
   %conv.1 = (bf16[128,56,56,96]{3,2,1,0}, u8[0]{0}) custom-call(%v, %k2), window={size=7x7 stride=4x4 pad=3_3x3_3}, dim_labels=b01f_01io->b01f, custom_call_target="__cudnn$convForward", metadata={op_name="jit(train_step)/jvp()/conv_general_dilated"}
   %v = bf16[128,224,224,3]{3,2,1,0} parameter(4)
   %k2 = bf16[7,7,3,96]{3,2,1,0} parameter(5)
+  %a1 = bf16[64,128]{1,0} parameter(6)
+  %b1 = bf16[128,256]{1,0} parameter(7)
+  %gemm.1 = (bf16[64,256]{1,0}, s8[4194304]{0}) custom-call(%a1, %b1), custom_call_target="__cublas$lt$matmul", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"]}}}
   %all-reduce-start.1 = bf16[137438953]{0} all-reduce-start(%w), channel_id=1, replica_groups={{0,1}}, to_apply=%add
   %all-reduce-done.1 = bf16[137438953]{0} all-reduce-done(%all-reduce-start.1)
   %all-reduce.2 = f32[2]{0} all-reduce(%u), channel_id=2, replica_groups={{0,1}}, to_apply=%add
@@ -53,6 +56,18 @@ def test_cudnn_flops_from_shapes():
   assert flops["attention"] == 2 * pairs * (120 + 120) + 2 * pairs * (3 * 120 + 2 * 120)
   # 2 * output elements * 7*7*3 taps per output feature
   assert flops["conv"] == 2 * 128 * 56 * 56 * 96 * (7 * 7 * 3)
+
+
+def test_cublas_gemm_flops_and_every_library_calls_bytes():
+  """XLA's cost analysis counts custom calls as 0 bytes: their operands and results (not the
+  scratch workspace) are what they move through HBM."""
+  assert hlo_report.custom_call_flops(HLO)["gemm"] == 2 * 64 * 256 * 128
+  q, kv = 16 * 25090 * 120 * 2, 16 * 394 * 120 * 2
+  forward = (q + 2 * kv) + (q + 16 * 25090 * 4)  # Q, K, V in; O and the f32 softmax stats out
+  backward = (q + 2 * kv) * 2
+  conv = 128 * 224 * 224 * 3 * 2 + 7 * 7 * 3 * 96 * 2 + 128 * 56 * 56 * 96 * 2
+  gemm = (64 * 128 + 128 * 256 + 64 * 256) * 2
+  assert hlo_report.custom_call_bytes(HLO) == forward + backward + conv + gemm
 
 
 def test_aliased_buffers_counted_from_the_module_header():
