@@ -443,7 +443,7 @@ def compute_geometry(info: DicomInfo, sample: np.ndarray, size: int = 224,
   if preset == "echoprime":
     side = min(h, w)
     x0, y0 = (w - side) // 2, (h - side) // 2
-    cut = int(round(0.1 * side))
+    cut = int(0.1 * side)  # as released: the 10% cut rounded down
     return Geometry(mask, (x0 + cut, y0 + cut, side - 2 * cut), size, source, "bicubic")
   ys, xs = np.nonzero(mask)
   bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max(), ys.max()

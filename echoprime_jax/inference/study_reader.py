@@ -57,9 +57,10 @@ class Study:
 
 
 def read_study(folder: str, size: int, max_frames: int = 256, fallback_fps: float = 30.0,
-               progress: bool = True) -> Study:
+               progress: bool = True, preset: str = "sector") -> Study:
   """Reads every file under `folder` (hidden files ignored) -> the study's clips at `size` px.
 
+  preset: data prep's crop geometry ("echoprime": the released one, `region.compute_geometry`).
   Raises StudyReadError when the folder is missing or empty, when no file is a usable clip
   (the message lists each file's reason), or when the clips belong to several studies. No
   message names the folder or a file: "STUDY_DIR" and "file #N" stand for them.
@@ -74,7 +75,7 @@ def read_study(folder: str, size: int, max_frames: int = 256, fallback_fps: floa
   if not files:
     raise StudyReadError("STUDY_DIR: the folder is empty (expected one study's DICOM files)")
   opts = convert.Options(size=size, max_frames=max_frames, fallback_fps=fallback_fps,
-                         split_fractions=(1.0, 0.0, 0.0))
+                         split_fractions=(1.0, 0.0, 0.0), preset=preset)
   key = secrets.token_bytes(32)  # pseudonyms are only compared within this call
   pseudo = deid.Pseudonymizer(key)
   videos, not_used, studies = [], [], set()

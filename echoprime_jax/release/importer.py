@@ -78,8 +78,9 @@ def _field(entry: dict, *names: str, default: Any = None) -> Any:
 
 def read_definitions(path: str) -> dict[str, dict[str, Any]]:
   """per_section.json -> {phenotype: {"mode": binary | regression, "phrases": [...]}}. An entry
-  names its mode ("mode" / "type") and its label sources ("phrases" / "label_sources" /
-  "sources"); its section(s) are read from section_to_phenotypes."""
+  names its mode ("mode" / "type") and its label sources ("label_sources", or "phrases" /
+  "sources"; a regression source marks its number "<#>"); its section is read from
+  section_to_phenotypes (the file's own "section" names finding codes, FNDG_...)."""
   with open(path) as f:
     try:
       data = json.load(f)
@@ -109,8 +110,8 @@ def rules_json(phenotypes: list[dict[str, Any]]) -> dict[str, Any]:
     rule = {"name": p["name"], "section": p["section"], "mode": p["mode"]}
     if p["mode"] == "binary":
       rule["phrases"] = sources
-    else:
-      prefixes = "|".join(re.escape(s.lower()) for s in sources)
+    else:  # a source marks its number "<#>": the text before it is the prefix
+      prefixes = "|".join(re.escape(s.split("<#>")[0].strip().lower()) for s in sources)
       rule["pattern"] = f"(?:{prefixes})\\D{{0,40}}?{REGRESSION_NUMBER}"
     rules.append(rule)
   return {"rules": rules}

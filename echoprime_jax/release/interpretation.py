@@ -1,17 +1,22 @@
 """EchoPrime's released inference, on an imported release (`release import` output): one study
 -> its report and phenotypes, as the release computes them.
 
-  videos   each clip: frames 0, 2, ..., 30 (16 at stride 2) at 224 px, normalised with
-           EchoPrime's pixel statistics, zero frames past the end -> the video tower -> (512,)
+  videos   data prep's reader with the released crop (sector mask, centre square, 10% cut per
+           side, bicubic to 224 px; RGB for DICOM and video alike, where the release feeds its
+           DICOM path BGR); each clip frames 0, 2, ..., 30, normalised with EchoPrime's pixel
+           statistics, zero frames past the end -> the video tower -> (512,)
   views    the view classifier on each clip's first (normalised) frame -> argmax of 11 views
   sections per report section s of the MIL table: sum over videos of table[s, view] x embedding,
            L2-normalised -> (15, 512)
   report   per section, the candidate of highest dot product with the section's embedding
-           among those whose report has the section; its text for that section
+           among those whose report has the section; its "Section: text [SEP]" (`phrases`). The
+           release looks for the section's name anywhere in a report's text (an unescaped,
+           case-sensitive pattern); here a report has a section when its codes do
   metrics  per section, the k = 50 candidates of highest dot product; a phenotype is the mean of
-           those neighbours' labels that exist (a fraction for binary phenotypes, positive at
-           the release's threshold), read from its own section's neighbours, or with
-           `compat` from the row the release's positional pairing reads
+           those neighbours' labels that exist (for binary phenotypes a fraction, EchoPrime's
+           number; "positive" at roc_thresholds.csv's threshold is ours: the released code
+           reads no threshold), from its own section's neighbours, or with `compat` from the
+           row the release's positional pairing reads
 Nothing here unpickles or imports training code; the imported folder is opened read-only.
 """
 
@@ -173,7 +178,7 @@ def interpret_study(folder: str, release_root: str, *, k: int = K, compat: bool 
   from echoprime_jax.render import study_page
   mesh = mesh if mesh is not None else parallel.make_mesh({"data": -1})
   release = ImportedRelease.load(release_root)  # the cheap checks first
-  study = study_reader.read_study(folder, FRAME_SIZE, progress=progress)
+  study = study_reader.read_study(folder, FRAME_SIZE, progress=progress, preset="echoprime")
   clips = [v.clip(CLIP_FRAMES, CLIP_STRIDE) for v in study.videos]
   embeddings, logits = study_features(release_root, np.stack([c for c, _ in clips]),
                                       np.stack([m for _, m in clips]), mesh)

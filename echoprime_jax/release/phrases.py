@@ -1,38 +1,36 @@
 """EchoPrime's phrase-coded reports -> report text (`all_phr.json` + `candidate_reports.pkl`).
 
-A released report is a list of (section index, phrase index, value) triples. `all_phr.json` maps
-each section name to its phrase templates, sections in index order; a template may hold
-`<numerical>` or `<string>` slots, which the triple's value fills. The text has EchoPrime's
-report form: each section the report has, in its first-appearance order, as
-`"<Section>: <phrase> <phrase> ... [SEP] "` (phrases joined by one space).
+A released report is a list of (section index, phrase index, value) triples. `all_phr.json`
+maps each section name (index order) to its phrase templates: a list, or, as released, an
+object of sub-categories whose lists, concatenated in file order, give the phrase indexes. A
+template may hold `<numerical>` or `<string>` slots that the triple's value fills, as the release
+decodes: every `<numerical>` slot with `str(value)` if the template has one, else every
+`<string>` slot (a two-slot range such as "<numerical> to <numerical> mmHg" repeats its one
+number: the data holds only one; "60.0" stays "60.0").
 
-Slots: a scalar value fills every slot of its template, as the release decodes (a two-slot range
-such as "<numerical> to <numerical> mmHg" then repeats one number: the data holds only one); a
-list / tuple value fills the slots in order. Numbers are written as Python writes them
-(`str(55.0)` is "55.0"), NaN or None leaves the slot empty.
+Text forms, as released: a decoded report is "Section: phrase phrase [SEP] Section: phrase [SEP]"
+(each phrase followed by a space, "[SEP] " before each new section, "[SEP]" at the end); a
+section as the report composer quotes it is "Section: phrase phrase [SEP]", and a composed
+report is those quotes concatenated with nothing between them.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from typing import Any, Sequence
 
 SEP = "[SEP]"
-SLOT = re.compile(r"<numerical>|<string>")
+NUMERICAL, STRING = "<numerical>", "<string>"
 
 
 class PhraseBook:
-  """`all_phr.json` as section names (index order) and their templates."""
+  """`all_phr.json`: section names (index order) and their flattened templates."""
 
-  def __init__(self, templates: dict[str, Sequence[str]]):
-    if not isinstance(templates, dict) or not all(
-        isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v)
-        for v in templates.values()):
-      raise ValueError("the phrase file must map each section name to a list of templates")
+  def __init__(self, templates: dict[str, Any]):
+    if not isinstance(templates, dict):
+      raise ValueError("the phrase file must map each section name to its templates")
     self.sections: list[str] = [str(k) for k in templates]
-    self.templates: list[list[str]] = [list(v) for v in templates.values()]
+    self.templates: list[list[str]] = [_flatten(name, v) for name, v in templates.items()]
 
   @classmethod
   def load(cls, path: str) -> "PhraseBook":
@@ -47,13 +45,10 @@ class PhraseBook:
   def phrase(self, section: int, phrase: int, value: Any) -> str:
     """One triple -> its phrase with the slots filled (IndexError for an unknown index)."""
     template = self.templates[section][phrase]
-    values = list(value) if isinstance(value, (list, tuple)) else None
-    count = iter(range(10 ** 6))
-
-    def fill(_):
-      v = value if values is None else (values[next(count)] if values else "")
-      return _text(v)
-    return SLOT.sub(fill, template)
+    for slot in (NUMERICAL, STRING):
+      if slot in template:
+        return template.replace(slot, _text(value))
+    return template
 
   def decode(self, triples: Sequence[Sequence[Any]]) -> dict[str, str]:
     """A coded report -> {section name: its phrases joined by spaces}, first-appearance order.
@@ -73,19 +68,26 @@ class PhraseBook:
     return {name: " ".join(phrases) for name, phrases in out.items()}
 
 
+def section_text(name: str, text: str) -> str:
+  """One section as the release's composer quotes it: "Section: text [SEP]"."""
+  return f"{name}: {text} {SEP}"
+
+
 def report_text(sections: dict[str, str]) -> str:
-  """{section: text} -> EchoPrime's report form, "Section: text [SEP] " per section."""
+  """A composed report, {section: text} -> the quotes concatenated, as released."""
   return "".join(section_text(name, text) for name, text in sections.items())
 
 
-def section_text(name: str, text: str) -> str:
-  """One section as it stands in a report: "Section: text [SEP] "."""
-  return f"{name}: {text} {SEP} "
+def _flatten(name: str, templates: Any) -> list[str]:
+  if isinstance(templates, dict):  # sub-categories, in file order
+    templates = [t for group in templates.values() for t in _flatten(name, group)]
+  if not isinstance(templates, (list, tuple)) or not all(isinstance(t, str) for t in templates):
+    raise ValueError(f"section {name!r}: templates must be strings, in a list or in an object "
+                     "of lists")
+  return list(templates)
 
 
 def _text(value: Any) -> str:
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return ""
   if hasattr(value, "item"):  # NumPy scalars as their Python value
     value = value.item()
   return str(value)

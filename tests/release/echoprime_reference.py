@@ -6,8 +6,8 @@ directly (tests only: it trusts the pickles it wrote itself). It shares no code 
   encode   clips normalised with EchoPrime's pixel statistics, frames past the end zero ->
            mvit_v2_s -> (N, 512); the view classifier on frame 0 -> argmax
   sections per MIL-table section: sum over videos of table[s, view] * embedding, L2-normalised
-  report   per section, candidates by descending dot product; the first whose decoded report has
-           the section gives that section's text
+  report   per section, candidates by descending dot product; the first whose decoded report
+           quotes the section gives "Section: text [SEP]"; the quotes concatenated
   metrics  top-50 candidates per section; each phenotype the NaN-mean of the neighbours' labels
            that exist, read from the row of its own section (by name) or, as released, from the
            row at its section's position in section_to_phenotypes
@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -27,25 +28,30 @@ MEAN = torch.tensor([29.110628, 28.076836, 29.096405])
 STD = torch.tensor([47.989223, 46.456997, 47.20083])
 
 
-def decode(triples, book: dict[str, list[str]]) -> str:
-  """A phrase-coded report -> "Section: phrase phrase [SEP] " per section."""
+def decode(triples, book: dict[str, dict[str, list[str]]]) -> str:
+  """A phrase-coded report -> its text: "[SEP] " before each new section but the first, then
+  "Section: ", each phrase followed by a space, "[SEP]" at the end. A template's <numerical>
+  slots (else its <string> slots) take str(value)."""
   names = list(book)
-  parts: dict[str, list[str]] = {}
+  text, current = "", None
   for s, p, value in triples:
-    phrase = book[names[s]][p]
-    text = "" if value is None else str(value)
-    phrase = phrase.replace("<numerical>", text).replace("<string>", text)
-    parts.setdefault(names[s], []).append(phrase)
-  return "".join(f"{name}: {' '.join(ps)} [SEP] " for name, ps in parts.items())
+    if s != current:
+      text += ("[SEP] " if current is not None else "") + names[s] + ": "
+      current = s
+    phrase = [t for group in book[names[s]].values() for t in group][p]
+    if "<numerical>" in phrase:
+      phrase = phrase.replace("<numerical>", str(value))
+    elif "<string>" in phrase:
+      phrase = phrase.replace("<string>", str(value))
+    text += phrase + " "
+  return text + "[SEP]"
 
 
 def extract_section(report: str, section: str) -> str:
-  """The text of `section` in a decoded report ("" when it has none)."""
-  for part in report.split("[SEP]"):
-    part = part.strip()
-    if part.startswith(section + ":"):
-      return part[len(section) + 1:].strip()
-  return ""
+  """The section's quote: its header and text up to the next [SEP], with the [SEP]; "" when
+  the report has none (the header searched as a pattern, case-sensitive)."""
+  found = re.search(section + r"(.*?)(?=\[SEP\])", report)
+  return section + found.group(1) + "[SEP]" if found else ""
 
 
 class EchoPrimeReference:
@@ -95,9 +101,9 @@ class EchoPrimeReference:
     similarities = sections @ self.candidates.T
     for s, name in enumerate(self.sections):
       for c in torch.argsort(similarities[s], descending=True).tolist():
-        text = extract_section(self.reports[c], name)
-        if text:
-          report += f"{name}: {text} [SEP] "
+        quote = extract_section(self.reports[c], name)
+        if quote:
+          report += quote
           chosen[name] = c
           break
     return report, chosen

@@ -40,26 +40,36 @@ TEXT_CONFIG = dict(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_at
                    intermediate_size=256, max_position_embeddings=64, layer_norm_eps=1e-12)
 
 
-def phrase_book(rng: np.random.Generator) -> dict[str, list[str]]:
-  """Per section: templates, some with <numerical> / <string> slots, one with two slots."""
+def phrase_book(rng: np.random.Generator) -> dict[str, dict[str, list[str]]]:
+  """Per section, as released: sub-categories of templates (their lists concatenated give the
+  phrase indexes; one sub-category named ""), some with <numerical> / <string> slots, one with
+  two <numerical> slots, one with both kinds."""
   book = {}
   for s, name in enumerate(SECTIONS):
     word = name.lower()
-    book[name] = [f"the {word} is normal.", f"the {word} shows finding {s}.",
-                  f"{word} measures <numerical> cm.", f"{word} described as <string>.",
-                  f"{word} gradient <numerical> to <numerical> mmHg.",
-                  f"moderate {word} disease.", f"severe {word} disease {int(rng.integers(9))}."]
+    book[name] = {"": [f"the {word} is normal.", f"the {word} shows finding {s}."],
+                  "Num": [f"{word} measures <numerical> cm.",
+                          f"{word} gradient <numerical> to <numerical> mmHg.",
+                          f"{word} <numerical> cm, <string> wall."],
+                  "Str": [f"{word} described as <string>."],
+                  "Grade": [f"moderate {word} disease.",
+                            f"severe {word} disease {int(rng.integers(9))}."]}
   return book
 
 
-def coded_report(rng: np.random.Generator, book: dict[str, list[str]]) -> list[tuple]:
+def flat(book: dict[str, dict[str, list[str]]], name: str) -> list[str]:
+  return [t for group in book[name].values() for t in group]
+
+
+def coded_report(rng: np.random.Generator, book: dict) -> list[tuple]:
   """A phrase-coded report: most sections, 1-3 phrases each, slot values where needed."""
   triples = []
   for s, name in enumerate(SECTIONS):
     if rng.random() < 0.15:  # a section this report does not have
       continue
-    for p in rng.choice(len(book[name]), size=int(rng.integers(1, 4)), replace=False):
-      template = book[name][p]
+    templates = flat(book, name)
+    for p in rng.choice(len(templates), size=int(rng.integers(1, 4)), replace=False):
+      template = templates[p]
       if "<numerical>" in template:
         value = float(np.round(rng.uniform(0.5, 80), 1))
       elif "<string>" in template:
@@ -119,17 +129,23 @@ def write_release(root, *, candidates: int = 3000, seed: int = 0) -> dict:
     pickle.dump(SECTION_PHENOTYPES, f)
   with open(os.path.join(root, "assets", "all_phr.json"), "w") as f:
     json.dump(book, f)
-  per_section = {name: {"section": [section], "mode": "regression" if name in REGRESSION
-                        else "binary", "label_sources": [name.replace("_", " ")]}
+  per_section = {name: {"section": "FNDG_" + section.replace(" ", ""),
+                        "mode": "regression" if name in REGRESSION else "binary",
+                        "label_sources": [name.replace("_", " ") + (" <#>" if name in REGRESSION
+                                                                    else "")],
+                        **({"range": [0, 100]} if name in REGRESSION else {})}
                  for section, names in SECTION_PHENOTYPES.items() for name in names}
+  per_section["atrial_septum_hypertrophy"] = {  # defined, in no section: not predicted
+      "section": "FNDG_AtrialSeptum", "mode": "binary", "label_sources": ["lipomatous"]}
   with open(os.path.join(root, "assets", "per_section.json"), "w") as f:
     json.dump(per_section, f)
   thresholds = {name: float(np.round(rng.uniform(0.05, 0.6), 3)) for name in per_section
                 if name not in REGRESSION}
+  thresholds["atrial_septum_hypertrophy"] = 1.06  # as released: a row for no predicted phenotype
   with open(os.path.join(root, "assets", "roc_thresholds.csv"), "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["feature", "threshold"])
-    writer.writerows(thresholds.items())
+    writer.writerow(["", "feature", "threshold"])  # pandas' unnamed index column, as released
+    writer.writerows([i, k, v] for i, (k, v) in enumerate(thresholds.items()))
   table = rng.uniform(0.05, 1.0, (15, len(VIEWS)))
   with open(os.path.join(root, "assets", "MIL_weights.csv"), "w", newline="") as f:
     writer = csv.writer(f)

@@ -51,7 +51,8 @@ def both(release):
   """Our stepwise path and the reference's, on the same preprocessed clips."""
   from echoprime_jax.inference import study_reader
   _, imported, reference, study = release
-  read = study_reader.read_study(str(study), release_lib.FRAME_SIZE, progress=False)
+  read = study_reader.read_study(str(study), release_lib.FRAME_SIZE, progress=False,
+                                 preset="echoprime")
   clips = [v.clip(release_lib.CLIP_FRAMES, release_lib.CLIP_STRIDE) for v in read.videos]
   clips, masks = np.stack([c for c, _ in clips]), np.stack([m for _, m in clips])
   from echoprime_jax import parallel
