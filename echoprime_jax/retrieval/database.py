@@ -41,13 +41,17 @@ class CandidateDatabase:
   section_names: tuple[str, ...] = ()  # S sections of `section_embeddings`
   section_embeddings: np.ndarray | None = None  # (M, S, D) float32, L2-normalised
   section_indexes: list | None = None  # per section: (rows (M_s,) int64, index over them)
+  # has_section's answers, computed once per section (a pass over every candidate's report)
+  _has: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   def __len__(self) -> int:
     return len(self.study_ids)
 
   def has_section(self, name: str) -> np.ndarray:
     """(M,) bool: the candidate's report has text for section `name`."""
-    return np.asarray([bool(s.get(name, "").strip()) for s in self.sections])
+    if name not in self._has:
+      self._has[name] = np.asarray([bool(s.get(name, "").strip()) for s in self.sections])
+    return self._has[name]
 
   def save(self, dest: str, rules_path: str, overwrite: bool = False) -> None:
     """Writes the database folder `dest` (replacing one of ours only with `overwrite`)."""
