@@ -161,3 +161,34 @@ def test_gelu_keeps_no_float32_copy_of_its_input_on_gpu():
                        text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
   assert run.returncode == 0, run.stderr[-3000:]
   assert run.stdout.split()[-1] == "0"  # no f32[25104,1536] buffer outside the fusions
+
+
+_CONV_ON_H200 = """
+from echoprime_jax.aot import toolchain
+toolchain.prepare()
+import jax, jax.numpy as jnp
+from jax.experimental import topologies
+from echoprime_jax.aot import report, targets
+topology = topologies.get_topology_desc(
+    platform="cuda", target_config=targets.TARGETS["h200"].config_text(), topology="1x1x1")
+on_gpu = jax.sharding.SingleDeviceSharding(topology.devices[0])
+
+def conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+args = [jax.ShapeDtypeStruct((64, 128, 128, 256), jnp.bfloat16, sharding=on_gpu),
+        jax.ShapeDtypeStruct((3, 3, 256, 256), jnp.bfloat16, sharding=on_gpu)]
+compiled = jax.jit(conv).lower(*args).compile()
+print(report.xla_cost(compiled, compiled.as_text())["bytes_accessed"])
+"""
+
+
+def test_the_roofline_counts_the_bytes_of_cudnn_calls():
+  """XLA's cost analysis gives a cuDNN convolution 0 bytes; the report counts its input, kernel
+  and output once (not 0, not twice: a later XLA that counts them would fail here)."""
+  run = subprocess.run([sys.executable, "-c", _CONV_ON_H200], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+  assert run.returncode == 0, run.stderr[-3000:]
+  moved = (2 * 64 * 128 * 128 * 256 + 3 * 3 * 256 * 256) * 2
+  assert moved <= float(run.stdout.split()[-1]) <= 1.01 * moved
