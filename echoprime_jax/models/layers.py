@@ -2,14 +2,16 @@
 PyTorch references (torchvision / transformers), see `../shared/reference/models.md`:
 
 * GELU is the exact erf form (JAX's default is the tanh approximation).
-* LayerNorm uses the two-pass variance (`use_fast_variance=False`), as torch does.
+* LayerNorm uses the two-pass variance, as torch does, with a hand-written gradient.
 * Linear kernels are stored `(in, out)`; conv kernels channels-last `(..., in/groups, out)`.
 The convolutions, written the way XLA:CPU runs fast, are in `cpu_kernels`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -84,18 +86,78 @@ def _gelu_bwd(x, g):
 gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
-
-
 def canonical_dtype(name: str | Dtype) -> jnp.dtype:
   """'bfloat16' / jnp.bfloat16 / np.float32 ... -> jnp.dtype."""
   return jnp.dtype(name)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+  """torch's LayerNorm over the last axis: x (..., C), scale (C,), bias (C,) -> (..., C).
+
+  Statistics and arithmetic in float32 whatever the input dtype, result in x's dtype: the
+  same operations in the same order as `nnx.LayerNorm(use_fast_variance=False)`. The gradient
+  is written out so that the backward pass reads x in its own dtype (see `_normalize_bwd`).
+  """
+  y, _ = _normalize_fwd(x, scale, bias, eps)
+  return y
+
+
+def _normalize_fwd(x, scale, bias, eps):
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  rstd = jax.lax.rsqrt(var + eps)
+  y = (x32 - mean) * (rstd * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
+  return y.astype(x.dtype), (x, mean, rstd, scale)
+
+
+def _normalize_bwd(eps, residuals, g):
+  del eps
+  x, mean, rstd, scale = residuals
+  # As in GELU's backward: without the barrier XLA shares the forward pass's float32
+  # x - mean with this pass, a saved (..., C) float32 residual written once and read twice.
+  x_hat = (jax.lax.optimization_barrier(x).astype(jnp.float32) - mean) * rstd
+  g32 = g.astype(jnp.float32)
+  rows = tuple(range(x.ndim - 1))
+  d_scale = jnp.sum(g32 * x_hat, axis=rows)
+  d_bias = jnp.sum(g32, axis=rows)
+  d_xhat = g32 * scale.astype(jnp.float32)
+  d_x = rstd * (d_xhat - jnp.mean(d_xhat, axis=-1, keepdims=True)
+                - x_hat * jnp.mean(d_xhat * x_hat, axis=-1, keepdims=True))
+  return d_x.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class LayerNorm(nnx.Module):
+  """A torch-compatible LayerNorm over the last axis: `scale` and `bias` (C,) in param_dtype,
+  cast to the compute dtype as nnx.LayerNorm does; stats always in float32. (..., C) -> (..., C).
+
+  Same parameter names and numbers as `nnx.LayerNorm(use_fast_variance=False)`; the gradient
+  is `normalize`'s, which moves less memory in bf16 training.
+  """
+
+  def __init__(self, features: int, *, eps: float, dtype: Dtype, param_dtype: Dtype,
+               rngs: nnx.Rngs):
+    del rngs  # ones and zeros: nothing random, the argument keeps the layers' signature
+    self.num_features = features
+    self.epsilon = eps
+    self.dtype = dtype
+    self.scale = nnx.Param(jnp.ones((features,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((features,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype or jnp.result_type(x, self.scale[...], self.bias[...])
+    return normalize(x.astype(dtype), self.scale[...].astype(dtype),
+                     self.bias[...].astype(dtype), self.epsilon)
+
+
 def layer_norm(features: int, *, eps: float, dtype: Dtype, param_dtype: Dtype,
-               rngs: nnx.Rngs) -> nnx.LayerNorm:
+               rngs: nnx.Rngs) -> LayerNorm:
   """A torch-compatible LayerNorm over the last axis (stats always in fp32)."""
-  return nnx.LayerNorm(features, epsilon=eps, use_fast_variance=False, dtype=dtype,
-                       param_dtype=param_dtype, rngs=rngs)
+  return LayerNorm(features, eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def linear(in_features: int, out_features: int, *, dtype: Dtype, param_dtype: Dtype,
