@@ -163,6 +163,49 @@ def test_gelu_keeps_no_float32_copy_of_its_input_on_gpu():
   assert run.stdout.split()[-1] == "0"  # no f32[25104,1536] buffer outside the fusions
 
 
+_LAYER_NORM_ON_H200 = """
+from echoprime_jax.aot import toolchain
+toolchain.prepare()
+import re, sys
+import jax, jax.numpy as jnp
+from flax import nnx
+from jax.experimental import topologies
+from echoprime_jax.aot import targets
+from echoprime_jax.models import layers
+topology = topologies.get_topology_desc(
+    platform="cuda", target_config=targets.TARGETS["h200"].config_text(), topology="1x1x1")
+on_gpu = jax.sharding.SingleDeviceSharding(topology.devices[0])
+make = {"ours": lambda: layers.layer_norm(384, eps=1e-6, dtype=jnp.bfloat16,
+                                          param_dtype=jnp.float32, rngs=nnx.Rngs(0)),
+        "flax": lambda: nnx.LayerNorm(384, epsilon=1e-6, use_fast_variance=False,
+                                      dtype=jnp.bfloat16, param_dtype=jnp.float32,
+                                      rngs=nnx.Rngs(0))}[sys.argv[1]]
+
+def loss(scale, bias, w, x):
+  norm = make()
+  norm.scale[...], norm.bias[...] = scale, bias
+  return jnp.sum(jnp.square((norm(x) @ w).astype(jnp.float32)))
+
+shapes = [((384,), jnp.float32)] * 2 + [((384, 1152), jnp.bfloat16), ((25104, 384), jnp.bfloat16)]
+args = [jax.ShapeDtypeStruct(s, d, sharding=on_gpu) for s, d in shapes]
+hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3))).lower(*args).compile().as_text()
+entry = hlo[hlo.index("\\nENTRY"):]
+print(len(re.findall(r"f32\\[25104,384\\]", entry)))
+"""
+
+
+@pytest.mark.parametrize("layer_norm,copies", [("ours", 0), ("flax", 1)])
+def test_layer_norm_keeps_no_float32_copy_of_its_input_on_gpu(layer_norm, copies):
+  """`layers.LayerNorm`'s backward pass reads its bf16 input again; nnx.LayerNorm's autodiff
+  gradient makes XLA keep the forward pass's float32 x - mean (twice the bytes of x, written
+  and read back). The flax case shows the count can fail: it finds that buffer."""
+  run = subprocess.run([sys.executable, "-c", _LAYER_NORM_ON_H200, layer_norm], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert run.stdout.split()[-1] == str(copies)  # f32[25104,384] buffers outside the fusions
+
+
 _CONV_ON_H200 = """
 from echoprime_jax.aot import toolchain
 toolchain.prepare()

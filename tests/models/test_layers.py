@@ -1,5 +1,5 @@
 """The hand-lowered layers equal their reference maths: convolutions (values and both
-gradients), erf / GELU, dropout statistics, the cotangent barrier."""
+gradients), erf / GELU, LayerNorm, dropout statistics, the cotangent barrier."""
 
 import math
 
@@ -137,6 +137,52 @@ def test_gelu_value_and_gradient_match_the_erf_form():
   half = layers.gelu(x.astype(jnp.bfloat16))
   assert half.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(half, np.float32), exact(x), atol=0.07, rtol=0.01)
+
+
+def _layer_norms(dtype, features=96, seed=0):
+  """Ours and flax's torch-form LayerNorm with the same random (non-trivial) scale and bias."""
+  ours = layers.layer_norm(features, eps=1e-6, dtype=dtype, param_dtype=jnp.float32,
+                           rngs=nnx.Rngs(0))
+  flax_ln = nnx.LayerNorm(features, epsilon=1e-6, use_fast_variance=False, dtype=dtype,
+                          param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  for m in (ours, flax_ln):
+    m.scale[...] = 1 + 0.3 * _random((features,), seed)
+    m.bias[...] = 0.2 * _random((features,), seed + 1)
+  return ours, flax_ln
+
+
+def test_layer_norm_has_flax_parameters():
+  ours, flax_ln = _layer_norms(jnp.float32)
+  shapes = lambda m: jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+  assert shapes(ours) == shapes(flax_ln) == {"scale": (96,), "bias": (96,)}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_value_and_gradients_match_flax(dtype):
+  """Same forward numbers as nnx.LayerNorm and the gradients autodiff gives it: to float32
+  rounding of sums over the 96 features / 200 rows in float32, to one bf16 step in bf16 (the
+  two programs may round a float32 intermediate differently before the final cast)."""
+  ours, flax_ln = _layer_norms(dtype)
+  x = (3 * _random((2, 100, 96), 2) + 1.5).astype(dtype)  # offset: the mean matters
+  g = _random((2, 100, 96), 3).astype(dtype)
+
+  def loss(m, x):
+    return jnp.sum(m(x).astype(jnp.float32) * g.astype(jnp.float32))
+
+  grad = jax.jit(nnx.grad(loss, argnums=(0, 1)))
+  (p_ours, x_ours), (p_flax, x_flax) = grad(ours, x), grad(flax_ln, x)
+  f32 = lambda a: np.asarray(a, np.float32)
+  step = 2.0 ** -7 if dtype == jnp.bfloat16 else 8 * math.sqrt(200) * 2.0 ** -24
+  y = f32(flax_ln(x))
+  np.testing.assert_allclose(f32(ours(x)), y, rtol=0, atol=step * np.abs(y).max())
+  assert ours(x).dtype == dtype and x_ours.dtype == dtype
+  np.testing.assert_allclose(f32(x_ours), f32(x_flax), rtol=0,
+                             atol=step * np.abs(f32(x_flax)).max())
+  for name in ("scale", "bias"):
+    want = f32(getattr(p_flax, name)[...])
+    np.testing.assert_allclose(f32(getattr(p_ours, name)[...]), want, rtol=0,
+                               atol=step * np.abs(want).max())
+  assert np.abs(f32(x_flax)).max() > 0.5 and np.abs(f32(p_flax.scale[...])).max() > 5
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
