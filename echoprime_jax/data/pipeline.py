@@ -85,6 +85,16 @@ class _Records:
     data = self._open()[int(index)]
     return self._codec.decode_video(data)
 
+  def check_frame_size(self, size: int, where: str) -> None:
+    """Raises a one-line ValueError unless the records' frames are size x size (data prep
+    writes one size per folder: the first record's first frame speaks for all)."""
+    if not len(self):
+      return
+    h, w = clips.decode_frame(self[0]["frames"][0]).shape[:2]
+    if (h, w) != (size, size):
+      raise ValueError(f"{where} holds {h}x{w} frames, the model takes {size}x{size}: convert "
+                       f"the data again with --size {size} (python -m data_prep.convert)")
+
 
 def _clip(record: dict[str, Any], cfg: PipelineConfig, rng: np.random.Generator | None,
           train: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -234,6 +244,7 @@ def clip_dataset(index: ShardIndex, split: str, encoder: ReportEncoder | None,
   process_index, process_count = process_slot(process_index, process_count)
   import grain
   records = _Records(index.shard_paths(split))
+  records.check_frame_size(cfg.frame_size, f"split {split!r} of {index.data_dir}")
   studies = index.studies(split)
   table = video_table(studies, cfg.require_report, taxonomy)
   if len(table) == 0:
@@ -262,6 +273,7 @@ def study_dataset(index: ShardIndex, split: str, encoder: ReportEncoder, cfg: Pi
   process_index, process_count = process_slot(process_index, process_count)
   import grain
   records = _Records(index.shard_paths(split))
+  records.check_frame_size(cfg.frame_size, f"split {split!r} of {index.data_dir}")
   studies = index.studies(split)
   if cfg.require_report:
     keep = [i for i, s in enumerate(studies) if s.has_report]

@@ -163,3 +163,16 @@ def test_worker_processes_resume_at_the_identical_next_batch(pipeline_data):
                                        process_count=1))
   resumed.set_state(state)  # a fresh pipeline (new worker processes) continues exactly
   assert _equal(next(resumed), third)
+
+
+@pytest.mark.parametrize("dataset", [pipeline.clip_dataset, pipeline.study_dataset])
+def test_shards_of_another_frame_size_are_refused_in_one_line(pipeline_data, dataset):
+  """64 px shards for a 224 px model: a clear error before the first batch, not a shape error
+  from deep inside Grain or the model."""
+  index, enc = pipeline_data
+  with pytest.raises(ValueError) as e:
+    dataset(index, "train", enc, dataclasses.replace(CFG, frame_size=224), train=False,
+            process_index=0, process_count=1)
+  message = str(e.value)
+  assert "holds 64x64 frames, the model takes 224x224" in message and "--size 224" in message
+  assert "\n" not in message

@@ -178,7 +178,7 @@ def test_an_incomplete_release_lists_what_is_missing(tmp_path, capsys):
   assert "echo_prime_encoder.pt" not in err[0]
 
 
-def test_echonet_recipe_with_the_release_towers(release, tmp_path):
+def test_echonet_recipe_with_the_release_towers(release, tmp_path, capsys):
   """EchoNet-style videos -> shards (its split, EF labels) -> export with the imported release's
   towers -> an EF probe fitted on TRAIN and scored on TEST: the README recipe, in miniature."""
   from data_prep import convert, deid
@@ -207,3 +207,14 @@ def test_echonet_recipe_with_the_release_towers(release, tmp_path):
   assert result["n"] == 3 and result["n_train"] == 5 and result["folds"] == "held-out split"
   assert result["baseline"]["mae"] == pytest.approx(np.mean(np.abs(
       np.array([55.0, 56.0, 57.0]) - np.mean([50.0, 51.0, 52.0, 53.0, 54.0]))))
+  # shards at another frame size than the towers': one line, exit 2, nothing exported
+  convert.run(str(tmp_path / "EchoNet"), str(tmp_path / "shards112"), deid.INSECURE_TEST_KEY,
+              convert.Options(size=112, layout="echonet"), progress=False)
+  capsys.readouterr()
+  assert export_cli.main(["--towers", str(imported), "--tokenizer", str(tmp_path / "tok"),
+                          "--data", str(tmp_path / "shards112"), "--split", "test", "--out",
+                          str(tmp_path / "test112"), "--batch", "2"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()  # the progress bar's lines, then ours
+  assert err[-1].startswith("error: ") and "Traceback" not in "".join(err)
+  assert "holds 112x112 frames, the model takes 224x224" in err[-1] and "--size 224" in err[-1]
+  assert not (tmp_path / "test112" / "video_embeddings.npy").exists()
