@@ -13,6 +13,11 @@ aot() {  # NAME then the command's flags
     "$@" --json "$OUT/$name.json"
 }
 aot h200_1x1x2 --target h200 --topology 1x1x2  # the paper: global batch 32 over two GPUs
+# the same step with every GEMM on cuBLAS: without a GPU to autotune on, XLA gives its Triton
+# GEMMs an untuned default (split-K over padded operands); a GPU host chooses by measuring
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" python -m echoprime_jax.aot \
+  --config configs/pretrain.py:echoprime --config.dtype=bfloat16 --target h200 \
+  --topology 1x1x2 --programs train_step --json "$OUT/h200_1x1x2_cublas_gemm.json"
 for b in 176 192 224 256; do  # larger per-device batches (no rematerialisation policy)
   aot "h200_1x1x2_b$b" --target h200 --topology 1x1x2 --config.batch_size=$b --programs train_step
 done
@@ -35,7 +40,8 @@ python -m echoprime_jax.aot --config configs/views.py:echoprime --config.dtype=b
   --target h200 --topology 1x1x2 --json "$OUT/views_h200_1x1x2.json"
 python -m echoprime_jax.aot --config configs/mil.py:echoprime --target h200 --topology 1x1x2 \
   --json "$OUT/mil_h200_1x1x2.json"
-python benchmarks/aot_table.py "$OUT"/h200_1x1x2.json "$OUT"/h200_1x1x2_b*.json \
+python benchmarks/aot_table.py "$OUT"/h200_1x1x2.json "$OUT"/h200_1x1x2_cublas_gemm.json \
+  "$OUT"/h200_1x1x2_b*.json \
   "$OUT"/h200_1x1x2_remat_b32.json "$OUT"/h200_1x1x2_remat_b256.json \
   "$OUT"/h200_1x1x2_remat_b512.json \
   "$OUT"/h100_1x1x8_fsdp8.json "$OUT"/h100_1x2x8_data2_fsdp8.json "$OUT"/h100_1x1x8_b256_*.json \

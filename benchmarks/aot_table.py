@@ -57,7 +57,8 @@ def main() -> None:
   lines = [f"### Compiled, not run: the paper setup's programs on H200 / H100 targets "
            f"({first['date']}, jax {first['jax']}, CUDA plugin {first['cuda_plugin']})", "",
            "Per device. Peak = arguments + outputs + temporaries - aliased (headroom of the "
-           "GPU's memory); HBM traffic = XLA's cost analysis of the optimized program; "
+           "GPU's memory); HBM traffic = XLA's cost analysis of the optimized program plus the "
+           "operands and results of the cuDNN / cuBLAS calls it counts as 0; "
            "attention = layers on cuDNN fused attention forward and backward; collectives = "
            "bytes per step; step time = roofline bound at the data-sheet dense peak of the "
            "program's matmul precision (bf16 989, tf32 494, fp32 67 TFLOP/s) and HBM "
@@ -67,6 +68,11 @@ def main() -> None:
            "MFU bound |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for label, report in reports:
     lines += rows(report, label)
+  default = "--xla_gpu_autotune_level=0"  # toolchain.prepare's: no GPU to autotune on
+  flagged = [f"{label}: `{r['xla_flags']}`" for label, r in reports
+             if r.get("xla_flags", default).strip() != default]
+  if flagged:
+    lines += ["", "XLA flags besides the default `" + default + "`: " + "; ".join(flagged) + "."]
   lines += ["", "Reproduce: `bash benchmarks/aot.sh` (each row's JSON in benchmarks/aot/)."]
   publish("aot", lines, args.write)
 

@@ -69,6 +69,7 @@ def compile_stage(cfg, target_key: str, topology: str, only: list[str]) -> dict:
           "devices": partitions * hosts * per_host, "mesh": dict(mesh.shape),
           "stage": cfg.stage, "variant": cfg.get("variant", ""), "dtype": cfg.get("dtype", ""),
           "jax": jax.__version__, "cuda_plugin": version,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""),  # the GPU compiler's options too
           "date": datetime.date.today().isoformat(),
           "note": "compiled, not run: memory, FLOPs, kernels and collectives are the compiled "
                   "program's; step times are roofline bounds (estimates)",
