@@ -11,6 +11,8 @@
 # attention kernel each layer runs, fp32 parity of the three towers against the CPU, and the
 # compiled estimate (`python -m echoprime_jax.aot`) of the same program beside the measurement.
 # Output: $OUT (the device tool's folder) or runs/gpu: gpu_step.json, gpu_step.md, log.txt.
+# GEMM kernels: the compiled estimate could not autotune (benchmarks/RESULTS.md); time allowing,
+# run again with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false OUT=runs/gpu_cublas to compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(ml-collections simplejpeg pydicom grain array-record tensorboardX)
