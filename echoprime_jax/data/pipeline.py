@@ -41,7 +41,7 @@ class PipelineConfig:
   batch_size: int  # per process
   clip_length: int = 16
   clip_stride: int = 2
-  frame_size: int = 224  # shape of all-padding clips (records carry their own size)
+  frame_size: int = 224  # the model's; the records must hold frames of this size
   augment: augment_lib.AugmentConfig | None = augment_lib.AugmentConfig()
   seed: int = 0
   num_epochs: int | None = None  # None: forever (training); 1: one pass (evaluation)

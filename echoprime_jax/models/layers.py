@@ -109,12 +109,12 @@ def _normalize_fwd(x, scale, bias, eps):
   var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
   rstd = jax.lax.rsqrt(var + eps)
   y = (x32 - mean) * (rstd * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
-  return y.astype(x.dtype), (x, mean, rstd, scale)
+  return y.astype(x.dtype), (x, mean, rstd, scale, bias)
 
 
 def _normalize_bwd(eps, residuals, g):
   del eps
-  x, mean, rstd, scale = residuals
+  x, mean, rstd, scale, bias = residuals
   # As in GELU's backward: without the barrier XLA shares the forward pass's float32
   # x - mean with this pass, a saved (..., C) float32 residual written once and read twice.
   x_hat = (jax.lax.optimization_barrier(x).astype(jnp.float32) - mean) * rstd
@@ -125,7 +125,7 @@ def _normalize_bwd(eps, residuals, g):
   d_xhat = g32 * scale.astype(jnp.float32)
   d_x = rstd * (d_xhat - jnp.mean(d_xhat, axis=-1, keepdims=True)
                 - x_hat * jnp.mean(d_xhat * x_hat, axis=-1, keepdims=True))
-  return d_x.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
+  return d_x.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
 
 
 normalize.defvjp(_normalize_fwd, _normalize_bwd)
