@@ -70,9 +70,12 @@ def main() -> None:
     lines += rows(report, label)
   default = "--xla_gpu_autotune_level=0"  # toolchain.prepare's: no GPU to autotune on
   flagged = [f"{label}: `{r['xla_flags']}`" for label, r in reports
-             if r.get("xla_flags", default).strip() != default]
+             if "xla_flags" in r and r["xla_flags"].strip() != default]
+  unrecorded = [label for label, r in reports if "xla_flags" not in r]
   if flagged:
     lines += ["", "XLA flags besides the default `" + default + "`: " + "; ".join(flagged) + "."]
+  if unrecorded:
+    lines += ["", "XLA flags not recorded (older JSON): " + ", ".join(unrecorded) + "."]
   lines += ["", "Reproduce: `bash benchmarks/aot.sh` (each row's JSON in benchmarks/aot/)."]
   publish("aot", lines, args.write)
 
