@@ -103,14 +103,13 @@ def failure_reason(error: Exception, path: str, file_key: str) -> str:
   return log_privacy.redact(message, path)
 
 
-def probe(task: tuple) -> dict[str, Any]:
+def probe(task: tuple[str, str, bytes, Options, str]) -> dict[str, Any]:
   """Header-level triage of one file -> a manifest row (+ private raw ids for planning).
 
-  task: (path, file_key, key, opts[, rel]); rel, the path relative to the archive root, places
-  a video in its study (`video_identifiers`); default the file's name.
+  task: (path, file_key, key, opts, rel); rel, the path relative to the archive root, places
+  a video in its study (`video_identifiers`).
   Never raises: any failure (unreadable, dangling link, corrupt header) is a rejected row."""
-  path, file_key, key, opts = task[:4]
-  rel = task[4] if len(task) > 4 else os.path.basename(path)
+  path, file_key, key, opts, rel = task
   # "_"-prefixed fields are private to the run (raw path, raw study id): never written out.
   row: dict[str, Any] = {"file_key": file_key, "status": "pending", "reason": "", "_path": path}
   try:

@@ -24,6 +24,7 @@ _LAYER = re.compile(r"\b(mvit_block\d+|bert_layer\d+)\b")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _TARGET = re.compile(r'custom_call_target="([^"]*)"')
 _OPERANDS = re.compile(r"operand_layout_constraints=\{(.*?)\}, [a-z_]+=")
+_NAME = re.compile(r"%([\w.\-]+)")
 
 
 def arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -37,6 +38,16 @@ def arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
 
 def nbytes(dtype: str, dims: tuple[int, ...]) -> int:
   return int(DTYPE_BYTES[dtype] * math.prod(dims))
+
+
+def type_bytes(type_text: str) -> int:
+  """Bytes of every array in an HLO type (a tuple's summed)."""
+  return sum(nbytes(*a) for a in arrays(type_text))
+
+
+def operand_names(ins: dict[str, str]) -> list[str]:
+  """The names of an instruction's operands (`instructions` row): those in its parentheses."""
+  return _NAME.findall(ins["line"].split(")", 1)[0])
 
 
 def instructions(hlo: str) -> Iterator[dict[str, str]]:
@@ -127,9 +138,8 @@ def custom_call_bytes(hlo: str) -> float:
     results = arrays(ins["type"])
     if len(results) > 1 and results[-1][0] in ("u8", "s8"):
       results = results[:-1]
-    operands = re.findall(r"%([\w.\-]+)", ins["line"][len("custom-call("):].split(")", 1)[0])
     total += sum(nbytes(*a) for a in results)
-    total += sum(nbytes(*a) for name in operands for a in arrays(types.get(name, "")))
+    total += sum(type_bytes(types.get(name, "")) for name in operand_names(ins))
   return float(total)
 
 
@@ -161,7 +171,7 @@ def custom_call_flops(hlo: str) -> dict[str, float]:
 def _gemm_flops(ins: dict[str, str], types: dict[str, str]) -> float:
   numbers = _backend_config(ins["line"]).get("gemm_backend_config", {}).get(
       "dot_dimension_numbers", {})
-  names = re.findall(r"%([\w.\-]+)", ins["line"][len("custom-call("):].split(")", 1)[0])
+  names = operand_names(ins)
   lhs = arrays(types.get(names[0], "")) if names else []
   result = arrays(ins["type"])
   if not lhs or not result:
@@ -184,8 +194,7 @@ def _attention_flops(ins: dict[str, str], backward: bool) -> float:
 
 def _conv_flops(ins: dict[str, str], target: str, types: dict[str, str]) -> float:
   labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", ins["line"])
-  names = re.findall(r"%([\w.\-]+)", ins["line"].split(")", 1)[0])
-  shapes = [arrays(types.get(n, "")) for n in names]
+  shapes = [arrays(types.get(n, "")) for n in operand_names(ins)]
   result = arrays(ins["type"])
   if not labels or len(shapes) < 2 or not all(shapes[:2]) or not result:
     return 0.0

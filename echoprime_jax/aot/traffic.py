@@ -24,13 +24,8 @@ from echoprime_jax.aot import hlo_report
 _FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all",
          "partition-id", "replica-id", "opt-barrier"}
 _CALLS = re.compile(r"calls=%([\w.\-]+)")
-_OPERAND = re.compile(r"%([\w.\-]+)")
 _GEMM_OR_PAD = ("gemm_fusion", "cublas", "fused_pad", "pad")
 _SLICES = {"slice", "dynamic-slice", "wrapped_slice"}
-
-
-def _size(type_text: str) -> int:
-  return sum(hlo_report.nbytes(d, s) for d, s in hlo_report.arrays(type_text))
 
 
 def _entry(hlo: str) -> str:
@@ -47,7 +42,6 @@ def charges(hlo: str) -> list[dict[str, Any]]:
     if ins["op"] in _FREE:
       continue
     line = ins["line"]
-    operands = _OPERAND.findall(line.split("(", 1)[1].split(")", 1)[0]) if "(" in line else []
     kind = ins["op"]
     if kind == "fusion" and (m := _CALLS.search(line)):
       kind = re.sub(r"[.\d]+$", "", m.group(1)).removesuffix("_computation")
@@ -55,9 +49,10 @@ def charges(hlo: str) -> list[dict[str, Any]]:
     elif kind == "custom-call" and (m := hlo_report._TARGET.search(line)):
       kind = m.group(1)
     if kind in _SLICES:  # reads only what it keeps (e.g. a parameter's gradient out of the
-      moved = 2 * _size(ins["type"])  # all-reduced buffer of all of them)
+      moved = 2 * hlo_report.type_bytes(ins["type"])  # all-reduced buffer of all of them)
     else:
-      moved = _size(ins["type"]) + sum(_size(types.get(o, "")) for o in operands)
+      moved = hlo_report.type_bytes(ins["type"]) + sum(
+          hlo_report.type_bytes(types.get(o, "")) for o in hlo_report.operand_names(ins))
     op_name = (hlo_report._OP_NAME.search(line) or [None, ""])[1]
     if not op_name:
       phase = "unnamed"

@@ -77,12 +77,21 @@ def retrieve(pooled: np.ndarray, sections: tuple[str, ...], db, k: int, match: s
   rows, scores = report_composer.section_neighbours(pooled[None], db, k, match=match,
                                                     section_names=sections)
   composed = report_composer.compose(rows, db, sections, consensus)[0]
-  measured = report_composer.measure(rows, db, sections, k, thresholds)[0]
   sources = {}
   for name, c in composed["sources"].items():
     j = sections.index(name)
     score = scores[0, j][list(rows[0, j]).index(c)]
     sources[name] = {"study_id": str(db.study_ids[c]), "score": float(score)}
+  return {"report": composed["sections"], "report_sources": sources,
+          "measurements": measurements(rows, scores, sections, db, k, thresholds)}
+
+
+def measurements(rows: np.ndarray, scores: np.ndarray, sections: tuple[str, ...], db, k: int,
+                 thresholds: dict[str, float]) -> dict:
+  """Neighbours (1, S, k) rows and scores -> {label: measurement with its mode and the nearest
+  labelled neighbours}."""
+  from echoprime_jax.retrieval import report_composer
+  measured = report_composer.measure(rows, db, sections, k, thresholds)[0]
   for rule in db.rules.rules:
     entry = measured[rule.name]
     j = sections.index(rule.section)
@@ -95,7 +104,7 @@ def retrieve(pooled: np.ndarray, sections: tuple[str, ...], db, k: int, match: s
       if len(nearest) == NEAREST_SHOWN:
         break
     entry.update(mode=rule.mode, nearest=nearest)
-  return {"report": composed["sections"], "report_sources": sources, "measurements": measured}
+  return measured
 
 
 def interpret_study(folder: str, *, model: str, index: str, views: str = "", k: int = 50,

@@ -82,7 +82,8 @@ def read_study(folder: str, size: int, max_frames: int = 256, fallback_fps: floa
   for number, rel in enumerate(tqdm(files, desc="read study", unit="file",
                                     disable=not progress), start=1):
     path = os.path.join(folder, rel)
-    row = convert.probe((path, pseudo("file", rel), key, opts))
+    # every video by its file name alone: all are this one study, whatever their subfolder
+    row = convert.probe((path, pseudo("file", rel), key, opts, os.path.basename(rel)))
     if row["status"] != "pending":
       not_used.append((number, row["status"], _reason(row["reason"], number, path, rel)))
       log.warning("file #%d %s: %s", *not_used[-1])

@@ -146,13 +146,13 @@ def interpret(pooled: np.ndarray, release: ImportedRelease, *, k: int = K,
               ) -> dict[str, Any]:
   """Section embeddings (S, D) -> {"report": {section: text}, "report_text", "report_sources",
   "measurements"}; `thresholds` replace the release's for the phenotypes they name."""
-  from echoprime_jax.inference.interpretation import retrieve
   from echoprime_jax.inference.attention_table import TABLE_SECTIONS
+  from echoprime_jax.inference.interpretation import measurements
   from echoprime_jax.retrieval import report_composer
   db = release.database(compat)
   sections = tuple(TABLE_SECTIONS)
-  out = retrieve(pooled, sections, db, k, "report", {**release.thresholds, **(thresholds or {})})
-  rows, _ = report_composer.section_neighbours(pooled[None], db, k, match="report")
+  rows, scores = report_composer.section_neighbours(pooled[None], db, k, match="report",
+                                                    section_names=sections)
   report, sources = {}, {}
   for j, name in enumerate(sections):
     c = nearest_having(db, pooled[j], name, rows[0, j])
@@ -160,8 +160,10 @@ def interpret(pooled: np.ndarray, release: ImportedRelease, *, k: int = K,
       report[name] = db.sections[c][name]
       sources[name] = {"study_id": str(db.study_ids[c]),
                        "score": float(db.embeddings[c] @ pooled[j])}
-  out.update(report=report, report_sources=sources, report_text=phrases.report_text(report))
-  return out
+  thresholds = {**release.thresholds, **(thresholds or {})}
+  return {"report": report, "report_sources": sources,
+          "measurements": measurements(rows, scores, sections, db, k, thresholds),
+          "report_text": phrases.report_text(report)}
 
 
 def interpret_study(folder: str, release_root: str, *, k: int = K, compat: bool = False,
