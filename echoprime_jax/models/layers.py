@@ -167,6 +167,24 @@ def linear(in_features: int, out_features: int, *, dtype: Dtype, param_dtype: Dt
                     param_dtype=param_dtype, kernel_init=kernel_init, rngs=rngs)
 
 
+def linear_columns(layer: nnx.Linear, x: jax.Array, parts: int) -> list[jax.Array]:
+  """`layer(x)` split into `parts` equal blocks of output features, each its own GEMM.
+
+  x: (..., C_in) -> parts x (..., C_out / parts). Same numbers as slicing `layer(x)`; why:
+  the backward pass of a sliced output stacks the blocks' gradients into one (..., C_out)
+  buffer before the weight and input gradients read it; per-block GEMMs read them in place.
+  """
+  kernel = layer.kernel[...]
+  bias = layer.bias[...] if layer.bias is not None else None
+  x, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=layer.dtype)
+  width = kernel.shape[-1] // parts
+  outs = []
+  for i in range(parts):
+    y = jnp.dot(x, kernel[:, i * width:(i + 1) * width], precision=layer.precision)
+    outs.append(y if bias is None else y + bias[i * width:(i + 1) * width])
+  return outs
+
+
 class Dropout(nnx.Dropout):
   """`nnx.Dropout` drawing 16 random bits per element instead of 32.
 

@@ -337,8 +337,8 @@ class MultiscaleAttention(nnx.Module):
   def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
     """x: (B, 1 + N, C_in) normalised -> (B, 1 + N', attn_dim), q grid."""
     b, n_tok, _ = x.shape
-    qkv = self.qkv(x).reshape(b, n_tok, 3, self.num_heads, self.head_dim)
-    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # (B, n, N, d)
+    q, k, v = (t.reshape(b, n_tok, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+               for t in layers.linear_columns(self.qkv, x, 3))  # (B, n, N, d)
 
     k_grid = grid
     if self.pool_k is not None:

@@ -235,3 +235,42 @@ def test_the_roofline_counts_the_bytes_of_cudnn_calls():
   assert run.returncode == 0, run.stderr[-3000:]
   moved = (2 * 64 * 128 * 128 * 256 + 3 * 3 * 256 * 256) * 2
   assert moved <= float(run.stdout.split()[-1]) <= 1.01 * moved
+
+
+_POOLING_CONV_GRADIENT_ON_H200 = """
+from echoprime_jax.aot import toolchain
+toolchain.prepare()
+import sys
+import jax, jax.numpy as jnp
+from jax.experimental import topologies
+from echoprime_jax.aot import report, targets
+from echoprime_jax.models import cpu_kernels
+topology = topologies.get_topology_desc(
+    platform="cuda", target_config=targets.TARGETS["h200"].config_text(), topology="1x1x1")
+on_gpu = jax.sharding.SingleDeviceSharding(topology.devices[0])
+strides, padding = (1, 8, 8), ((1, 1),) * 3  # MViT-S block 0's key / value pooling
+conv = {"ours": cpu_kernels.grouped_conv, "autodiff": cpu_kernels._grouped_conv}[sys.argv[1]]
+
+def loss(x, kernel, target):
+  return jnp.sum((conv(x, kernel, strides, padding) * target).astype(jnp.float32))
+
+args = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=on_gpu) for s in
+        [(8, 8, 56, 56, 96), (3, 3, 3, 1, 96), (8, 8, 7, 7, 96)]]
+compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile()
+print(report.xla_cost(compiled, compiled.as_text())["bytes_accessed"] / (8 * 8 * 56 * 56 * 96 * 2))
+"""
+
+
+@pytest.mark.parametrize("conv,passes", [("ours", (3, 5)), ("autodiff", (6, 12))])
+def test_strided_pooling_conv_gradient_reads_no_dilated_copy_on_gpu(conv, passes):
+  """A stride-8 depthwise pooling conv's gradient, in HBM passes over an input-sized buffer.
+  Ideal: 3 (the forward and the kernel gradient read x, the input gradient writes dx; g and
+  y are 64 times smaller). XLA's own input gradient convolves an explicitly dilated and padded
+  copy of g, input-sized and mostly zeros, written then read: >= 2 passes more (the autodiff
+  case shows the bound can fail). `cpu_kernels.grouped_conv` computes it by stride phase."""
+  run = subprocess.run([sys.executable, "-c", _POOLING_CONV_GRADIENT_ON_H200, conv], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+  assert run.returncode == 0, run.stderr[-3000:]
+  low, high = passes
+  assert low <= float(run.stdout.split()[-1]) <= high

@@ -86,6 +86,26 @@ def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, 
     np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.parametrize("shape, ksize, strides, padding", [
+    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 1, 1), ((1, 1),) * 3),  # MViT q pooling
+    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 2, 2), ((1, 1),) * 3),
+    ((1, 4, 17, 15, 3), (3, 3, 3), (1, 4, 4), ((1, 1),) * 3),  # stride > kernel: empty phases
+    ((1, 6, 17, 19, 2), (3, 3, 3), (2, 8, 8), ((1, 1),) * 3),  # input past the last window
+])
+def test_grouped_conv_gradients_match_autodiff(shape, ksize, strides, padding):
+  # The GPU form: XLA's convolution forward and kernel gradient, the phases' input gradient,
+  # against autodiff of the plain convolution.
+  x, kernel = _random(shape, 5), _random((*ksize, 1, shape[-1]), 6)
+  ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=shape[-1])
+  target = _random(ref(x, kernel).shape, 7)
+  g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(
+      cpu_kernels.grouped_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
+  g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * target), argnums=(0, 1))(x, kernel)
+  for a, b in zip(g_ours, g_ref):
+    assert float(jnp.abs(b).max()) > 1.0
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
+
+
 def test_depthwise_module_takes_the_grouped_conv_in_gpu_programs():
   """GPU programs use XLA's grouped convolution (cuDNN there); same values as the CPU taps."""
   from echoprime_jax.models import compile_target
@@ -183,6 +203,25 @@ def test_layer_norm_value_and_gradients_match_flax(dtype):
     np.testing.assert_allclose(f32(getattr(p_ours, name)[...]), want, rtol=0,
                                atol=step * np.abs(want).max())
   assert np.abs(f32(x_flax)).max() > 0.5 and np.abs(f32(p_flax.scale[...])).max() > 5
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_columns_are_the_output_blocks_of_the_layer(bias):
+  layer = nnx.Linear(8, 12, use_bias=bias, rngs=nnx.Rngs(0))
+  if bias:
+    layer.bias[...] = _random((12,), 1)
+  x = _random((2, 5, 8), 2)
+  blocks = layers.linear_columns(layer, x, 3)
+  assert [b.shape for b in blocks] == [(2, 5, 4)] * 3
+  # the same dot products, each summing 8 float32 terms (the order may differ by GEMM width)
+  np.testing.assert_allclose(np.concatenate(blocks, -1), layer(x), rtol=1e-5, atol=1e-5)
+  # the gradient flows to the one shared kernel (and bias)
+  grads = nnx.grad(lambda m: sum(jnp.sum(b * (i + 1)) for i, b in
+                                 enumerate(layers.linear_columns(m, x, 3))))(layer)
+  ref = nnx.grad(lambda m: jnp.sum(m(x) * jnp.repeat(jnp.arange(1.0, 4.0), 4)))(layer)
+  np.testing.assert_allclose(grads.kernel[...], ref.kernel[...], rtol=1e-6, atol=1e-6)
+  if bias:
+    np.testing.assert_allclose(grads.bias[...], ref.bias[...], rtol=1e-6)
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
