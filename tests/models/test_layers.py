@@ -65,6 +65,7 @@ def test_depthwise_conv_matches_grouped_xla_conv():
   assert (diff <= _fp32_tolerance(ref, x, kernel, terms=3 * 3 * 3)).all()
 
 
+@pytest.mark.parametrize("conv", ["depthwise_conv", "grouped_conv"])
 @pytest.mark.parametrize("shape, ksize, strides, padding", [
     ((2, 5, 9, 8, 6), (3, 3, 3), (1, 1, 1), ((1, 1),) * 3),  # MViT q pooling
     ((2, 5, 9, 8, 6), (3, 3, 3), (1, 2, 2), ((1, 1),) * 3),
@@ -73,33 +74,16 @@ def test_depthwise_conv_matches_grouped_xla_conv():
     ((2, 11, 9, 4), (7, 7), (1, 1), ((3, 3),) * 2),  # ConvNeXt's 7x7
     ((2, 10, 11, 4), (3, 5), (2, 3), ((1, 1), (2, 2))),
 ])
-def test_depthwise_conv_gradients_match_grouped_xla_conv(shape, ksize, strides, padding):
-  # The hand-written VJP (per stride phase) against autodiff of XLA's grouped convolution.
+def test_depthwise_gradients_match_autodiff_of_xla_conv(conv, shape, ksize, strides, padding):
+  # The hand-written VJPs against autodiff of XLA's grouped convolution: the CPU form's (every
+  # gradient by taps and stride phases) and the GPU form's (XLA's convolution forward and
+  # kernel gradient, the phases' input gradient).
   x, kernel = _random(shape, 5), _random((*ksize, 1, shape[-1]), 6)
   ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=shape[-1])
   target = _random(ref(x, kernel).shape, 7)
-  g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(
-      cpu_kernels.depthwise_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
-  g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * target), argnums=(0, 1))(x, kernel)
-  for a, b in zip(g_ours, g_ref):
-    assert float(jnp.abs(b).max()) > 1.0
-    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
-
-
-@pytest.mark.parametrize("shape, ksize, strides, padding", [
-    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 1, 1), ((1, 1),) * 3),  # MViT q pooling
-    ((2, 5, 9, 8, 6), (3, 3, 3), (1, 2, 2), ((1, 1),) * 3),
-    ((1, 4, 17, 15, 3), (3, 3, 3), (1, 4, 4), ((1, 1),) * 3),  # stride > kernel: empty phases
-    ((1, 6, 17, 19, 2), (3, 3, 3), (2, 8, 8), ((1, 1),) * 3),  # input past the last window
-])
-def test_grouped_conv_gradients_match_autodiff(shape, ksize, strides, padding):
-  # The GPU form: XLA's convolution forward and kernel gradient, the phases' input gradient,
-  # against autodiff of the plain convolution.
-  x, kernel = _random(shape, 5), _random((*ksize, 1, shape[-1]), 6)
-  ref = lambda x, k: _lax_conv(x, k, strides, padding, groups=shape[-1])
-  target = _random(ref(x, kernel).shape, 7)
-  g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(
-      cpu_kernels.grouped_conv(x, k, strides, padding) * target), argnums=(0, 1)))(x, kernel)
+  ours = getattr(cpu_kernels, conv)
+  g_ours = jax.jit(jax.grad(lambda x, k: jnp.sum(ours(x, k, strides, padding) * target),
+                            argnums=(0, 1)))(x, kernel)
   g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * target), argnums=(0, 1))(x, kernel)
   for a, b in zip(g_ours, g_ref):
     assert float(jnp.abs(b).max()) > 1.0
