@@ -76,11 +76,6 @@ def main() -> None:
     lines += ["", "XLA flags besides the default `" + default + "`: " + "; ".join(flagged) + "."]
   if unrecorded:
     lines += ["", "XLA flags not recorded (older JSON): " + ", ".join(unrecorded) + "."]
-  # a row left from an earlier run compiled the code of its day, not this one
-  older = [f"{label} ({r['date']})" for label, r in reports if r["date"] != first["date"]]
-  if older:
-    lines += ["", f"Compiled on another day than {first['date']} (that day's code; rerun "
-              "`bash benchmarks/aot.sh` to refresh them): " + ", ".join(older) + "."]
   lines += ["", "Reproduce: `bash benchmarks/aot.sh` (each row's JSON in benchmarks/aot/)."]
   publish("aot", lines, args.write)
 
