@@ -218,16 +218,20 @@ class DepthwiseConv(nnx.Module):
     self.padding = tuple((p, p) for p in padding)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: (B, *spatial, C) -> (B, *spatial', C)."""
+  def __call__(self, x: jax.Array, repeats: int = 1) -> jax.Array:
+    """x: (B, *spatial, repeats * C) -> (B, *spatial', repeats * C): with repeats > 1 the one
+    kernel convolves each of `repeats` consecutive C-channel groups (MViT's heads share it)."""
     if self.dtype is not None:
       x = x.astype(self.dtype)
+    kernel = self.kernel[...]
+    if repeats > 1:
+      kernel = jnp.tile(kernel, (1,) * (kernel.ndim - 1) + (repeats,))
     if compile_target.platform() == "cpu":
-      y = depthwise_conv(x, self.kernel[...], self.strides, self.padding)
+      y = depthwise_conv(x, kernel, self.strides, self.padding)
     else:  # GPUs: cuDNN's depthwise kernels (the taps' backward would read x once per tap)
-      y = grouped_conv(x, self.kernel[...], self.strides, self.padding)
+      y = grouped_conv(x, kernel, self.strides, self.padding)
     if self.bias is not None:
-      y = y + self.bias[...].astype(y.dtype)
+      y = y + jnp.tile(self.bias[...], repeats).astype(y.dtype)
     return y
 
 

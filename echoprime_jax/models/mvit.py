@@ -213,16 +213,16 @@ def rel_pos_scores(q: jax.Array, q_grid: Grid, k_grid: Grid, tables: Sequence[ja
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Per-axis relative-position scores of the (unscaled) queries, class token excluded.
 
-  q: (B, n, 1 + qt*qh*qw, d); tables: (rel_t, rel_h, rel_w), each (rows, d).
-  Returns rel_t: (B, n, qt, qh, qw, kt), rel_h: (..., kh), rel_w: (..., kw).
+  q: (B, 1 + qt*qh*qw, n, d); tables: (rel_t, rel_h, rel_w), each (rows, d).
+  Returns rel_t: (B, qt, qh, qw, n, kt), rel_h: (..., kh), rel_w: (..., kw).
   """
-  b, n, _, d = q.shape
-  r_q = q[:, :, 1:].reshape(b, n, *q_grid, d)
+  b, _, n, d = q.shape
+  r_q = q[:, 1:].reshape(b, *q_grid, n, d)
   out = []
   for axis, (table, ql, kl) in enumerate(zip(tables, q_grid, k_grid)):
     table = resize_table(table, 2 * max(ql, kl) - 1).astype(q.dtype)
     r = table[rel_index(ql, kl)]  # (ql, kl, d)
-    spec = ["bnyhwc,ykc->bnyhwk", "bnthwc,hkc->bnthwk", "bnthwc,wkc->bnthwk"][axis]
+    spec = ["byhwnc,ykc->byhwnk", "bthwnc,hkc->bthwnk", "bthwnc,wkc->bthwnk"][axis]
     out.append(jnp.einsum(spec, r_q, r))
   return tuple(out)
 
@@ -232,22 +232,24 @@ def extend_with_rel_pos(q: jax.Array, k: jax.Array, q_grid: Grid, k_grid: Grid,
                         ) -> tuple[jax.Array, jax.Array]:
   """Folds the decomposed rel-pos term into one dot product (see the module docstring).
 
-  q: (B, n, 1 + Nq, d) pooled queries, k: (B, n, 1 + Nk, d) pooled keys. Returns
-  q_ext: (B, n, 1 + Nq, d + kt + kh + kw) = [s * q, rel_t, rel_h, rel_w] and
-  k_ext: (B, n, 1 + Nk, d + kt + kh + kw) = [k, onehot(t_k), onehot(h_k), onehot(w_k)], so that
+  q: (B, 1 + Nq, n, d) pooled queries, k: (B, 1 + Nk, n, d) pooled keys (heads third, the
+  layout of the qkv GEMM's output and of cuDNN's attention: no transposes between them).
+  Returns q_ext: (B, 1 + Nq, n, d + kt + kh + kw) = [s * q, rel_t, rel_h, rel_w] and
+  k_ext: (B, 1 + Nk, n, d + kt + kh + kw) = [k, onehot(t_k), onehot(h_k), onehot(w_k)], so that
   q_ext . k_ext = s <q, k> + rel_t[q, t_k] + rel_h[q, h_k] + rel_w[q, w_k]; zeros on the class
   token's row and column. Without tables: (s * q, k).
   """
   if tables is None:
     return q * scale, k
-  b, n = q.shape[:2]
+  b, _, n, _ = q.shape
   rel = rel_pos_scores(q, q_grid, k_grid, tables)
-  rel = jnp.concatenate([r.reshape(b, n, math.prod(q_grid), -1) for r in rel], axis=-1)
-  q_ext = jnp.concatenate([q * scale, jnp.pad(rel, ((0, 0), (0, 0), (1, 0), (0, 0)))], -1)
+  rel = jnp.concatenate([r.reshape(b, math.prod(q_grid), n, -1) for r in rel], axis=-1)
+  q_ext = jnp.concatenate([q * scale, jnp.pad(rel, ((0, 0), (1, 0), (0, 0), (0, 0)))], -1)
   coords = np.unravel_index(np.arange(math.prod(k_grid)), k_grid)
   onehot = np.concatenate([np.eye(g, dtype=np.float32)[c] for g, c in zip(k_grid, coords)], 1)
-  onehot = jnp.asarray(np.pad(onehot, ((1, 0), (0, 0))), k.dtype)
-  k_ext = jnp.concatenate([k, jnp.broadcast_to(onehot, (b, n, *onehot.shape))], -1)
+  onehot = jnp.asarray(np.pad(onehot, ((1, 0), (0, 0))), k.dtype)[None, :, None]
+  k_ext = jnp.concatenate([k, jnp.broadcast_to(onehot, (b, onehot.shape[1], n,
+                                                        onehot.shape[-1]))], -1)
   return q_ext, k_ext
 
 
@@ -268,14 +270,21 @@ class Pool(nnx.Module):
     self.norm = layers.layer_norm(head_dim, eps=eps, dtype=dtype, param_dtype=param_dtype,
                                   rngs=rngs)
 
-  def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
-    """x: (B, n, 1 + T*H*W, d) -> (B, n, 1 + T'*H'*W', d), new grid."""
-    b, n, _, d = x.shape
-    cls, tokens = x[:, :, :1], x[:, :, 1:]
-    tokens = self.conv(tokens.reshape(b * n, *grid, d))
+  def __call__(self, cls: jax.Array, tokens: jax.Array, grid: Grid
+               ) -> tuple[jax.Array, Grid]:
+    """cls: (B, 1, n, d), tokens: (B, T*H*W, n, d) -> (B, 1 + T'*H'*W', n, d), new grid.
+
+    The heads stay where the qkv GEMM put them: one conv over n*d channels with the kernel
+    repeated per head, rather than a transpose to (B*n, T, H, W, d) and back. LayerNorm is
+    per token, so normalising cls and tokens apart is the same numbers; the concatenation
+    then fuses into its readers (rel-pos extension, attention padding, residual) instead of
+    copying the convolution's output once more.
+    """
+    b, _, n, d = tokens.shape
+    tokens = self.conv(tokens.reshape(b, *grid, n * d), repeats=n)
     new_grid = tuple(tokens.shape[1:4])
-    tokens = tokens.reshape(b, n, -1, d)
-    return self.norm(jnp.concatenate([cls, tokens], axis=2)), new_grid
+    tokens = tokens.reshape(b, -1, n, d)
+    return jnp.concatenate([self.norm(cls), self.norm(tokens)], axis=1), new_grid
 
 
 def max_pool_skip(x: jax.Array, grid: Grid, stride: Sequence[int]) -> tuple[jax.Array, Grid]:
@@ -336,18 +345,21 @@ class MultiscaleAttention(nnx.Module):
 
   def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
     """x: (B, 1 + N, C_in) normalised -> (B, 1 + N', attn_dim), q grid."""
-    b, n_tok, _ = x.shape
-    q, k, v = (t.reshape(b, n_tok, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
-               for t in layers.linear_columns(self.qkv, x, 3))  # (B, n, N, d)
+    b = x.shape[0]
+    heads = lambda t: t.reshape(b, t.shape[1], self.num_heads, self.head_dim)  # (B, N, n, d)
+    # The class token and the token grid go through the qkv GEMM apart, so the pooling
+    # convolutions read the grid straight from the GEMM's output (no copy that drops cls).
+    cls_qkv = [heads(t) for t in layers.linear_columns(self.qkv, x[:, :1], 3)]
+    grid_qkv = [heads(t) for t in layers.linear_columns(self.qkv, x[:, 1:], 3)]
 
-    k_grid = grid
-    if self.pool_k is not None:
-      k, k_grid = self.pool_k(k, grid)
-    if self.pool_v is not None:
-      v, _ = self.pool_v(v, grid)
-    q_grid = grid
-    if self.pool_q is not None:
-      q, q_grid = self.pool_q(q, grid)
+    def pooled(pool, i):
+      if pool is None:
+        return jnp.concatenate([cls_qkv[i], grid_qkv[i]], axis=1), grid
+      return pool(cls_qkv[i], grid_qkv[i], grid)
+
+    q, q_grid = pooled(self.pool_q, 0)
+    k, k_grid = pooled(self.pool_k, 1)
+    v, _ = pooled(self.pool_v, 2)
 
     tables = (self.rel_pos_t[...], self.rel_pos_h[...], self.rel_pos_w[...]) if self.rel_pos \
         else None
@@ -355,20 +367,18 @@ class MultiscaleAttention(nnx.Module):
     with jax.named_scope("attention"):  # the AOT report finds each layer's kernel by it
       kind = attention.kernel(self.attention, q_ext.dtype, q_ext.shape[-1])
       if kind == "xla":
-        logits = jnp.einsum("bnqe,bnke->bnqk", q_ext, k_ext)
+        logits = jnp.einsum("bqne,bkne->bnqk", q_ext, k_ext)
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bnqk,bnkd->bnqd", probs, v)
+        out = jnp.einsum("bnqk,bknd->bqnd", probs, v)
       else:
-        heads_second = lambda t: t.transpose(0, 2, 1, 3)  # (B, n, N, d) <-> (B, N, n, d)
-        out = heads_second(attention.fused(heads_second(q_ext), heads_second(k_ext),
-                                           heads_second(v), scale=1.0, kernel=kind))
+        out = attention.fused(q_ext, k_ext, v, scale=1.0, kernel=kind)  # (B, N, n, d)
 
     if self.residual_pool:
       if self.residual_with_cls_embed:
         out = out + q
       else:
-        out = out + jnp.pad(q[:, :, 1:], ((0, 0), (0, 0), (1, 0), (0, 0)))
-    out = out.transpose(0, 2, 1, 3).reshape(b, -1, self.attn_dim)
+        out = out + jnp.pad(q[:, 1:], ((0, 0), (1, 0), (0, 0), (0, 0)))
+    out = out.reshape(b, -1, self.attn_dim)
     return self.proj_dropout(self.proj(out)), q_grid
 
 

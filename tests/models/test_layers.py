@@ -105,6 +105,40 @@ def test_depthwise_module_takes_the_grouped_conv_in_gpu_programs():
   np.testing.assert_allclose(y_gpu, jax.jit(lambda x: conv(x))(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_depthwise_module_repeats_its_kernel_over_channel_groups(target):
+  """repeats=n (MViT's heads sharing one pooling conv) is the n per-group convolutions side by
+  side, values and gradients (kernel gradient: the sum over the groups), on both code paths."""
+  from echoprime_jax.models import compile_target
+  conv = cpu_kernels.DepthwiseConv(4, (3, 3, 3), (1, 2, 2), (1, 1, 1), use_bias=True,
+                                   dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(2))
+  conv.bias[...] = _random((4,), 11)
+  x = _random((2, 5, 9, 8, 3 * 4), 12)
+  target_y = _random((2, 5, 5, 4, 3 * 4), 13)
+
+  graphdef, params = nnx.split(conv)
+
+  def loss(params, x, grouped):
+    m = nnx.merge(graphdef, params)
+    if grouped:
+      y = m(x, repeats=3)
+    else:
+      y = jnp.concatenate([m(x[..., 4 * i:4 * (i + 1)]) for i in range(3)], -1)
+    return jnp.sum(y * target_y), y
+
+  grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  with compile_target.compiling_for(target):
+    (_, y), (gp, gx) = grads(params, x, True)
+    (_, y_ref), (gp_ref, gx_ref) = grads(params, x, False)
+  g = (gp["kernel"][...], gp["bias"][...], gx)
+  g_ref = (gp_ref["kernel"][...], gp_ref["bias"][...], gx_ref)
+  assert float(jnp.abs(y_ref).max()) > 0.5
+  np.testing.assert_allclose(y, y_ref, atol=1e-5)
+  for a, b in zip(g, g_ref):
+    assert float(jnp.abs(b).max()) > 1.0
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()))
+
+
 def test_patch_conv_matches_a_stride_equal_kernel_conv():
   conv = cpu_kernels.PatchConv(3, 8, 4, dtype=jnp.float32, param_dtype=jnp.float32,
                           rngs=nnx.Rngs(0))
