@@ -7,7 +7,7 @@ import pytest
 import torch
 from flax import nnx
 
-from echoprime_jax.models import mvit
+from echoprime_jax.models import compile_target, mvit
 from echoprime_jax.weights import mapping, mvit_weights
 from tests import torch_reference as tr
 from tests.jit_helpers import jit_apply, jit_grad
@@ -29,15 +29,19 @@ def _pair(cfg, seed=0):
   return torch_model, model
 
 
+# "gpu": the program a GPU build traces (cuDNN-style grouped convolutions, the class token
+# through the qkv GEMM apart), run here on the CPU with XLA's attention.
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
 @pytest.mark.parametrize("attention", ["xla", "xla_padded"])
 @pytest.mark.parametrize("variant", sorted(TINY_VARIANTS))
-def test_tiny_matches_torchvision(variant, attention):
+def test_tiny_matches_torchvision(variant, attention, platform):
   cfg = TINY_VARIANTS[variant].replace(attention=attention)
   torch_model, model = _pair(cfg)
   video = tr.video_input((2, cfg.num_frames, *cfg.image_size, 3), seed=1)
   with torch.no_grad():
     ref = torch_model(tr.to_torch_video(video)).numpy()
-  out = np.asarray(jit_apply(model, video))
+  with compile_target.compiling_for(platform):  # jit_apply traces a fresh function
+    out = np.asarray(jit_apply(model, video))
   assert out.shape == ref.shape == (2, cfg.num_outputs)
   assert np.abs(ref).max() > 0.1  # a real signal, not a degenerate zero output
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
@@ -106,8 +110,10 @@ def test_full_mvit_v2_s_matches_torchvision():
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
 
 
-def test_gradients_match_torch():
-  """d(loss)/d(param) for every parameter of the tiny MViT, mapped through the same key map."""
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_gradients_match_torch(platform):
+  """d(loss)/d(param) for every parameter of the tiny MViT, mapped through the same key map,
+  on the CPU program and on the one a GPU build traces (run here with XLA's attention)."""
   cfg = mvit.mvit_tiny()
   torch_model, model = _pair(cfg)
   video = tr.video_input((2, cfg.num_frames, *cfg.image_size, 3), seed=4)
@@ -120,7 +126,8 @@ def test_gradients_match_torch():
   def loss_fn(m, v):
     return jnp.mean((m(v) - target) ** 2)
 
-  ours = jit_grad(model, loss_fn, video)
+  with compile_target.compiling_for(platform):  # fp32: XLA's attention on either target
+    ours = jit_grad(model, loss_fn, video)
   expected = mapping.torch_to_flax(mapping.abstract_params(model), torch_grads,
                                    mvit_weights.MVIT_KEYS)
   assert set(ours) == set(expected)
