@@ -174,15 +174,54 @@ def linear_columns(layer: nnx.Linear, x: jax.Array, parts: int) -> list[jax.Arra
   the backward pass of a sliced output stacks the blocks' gradients into one (..., C_out)
   buffer before the weight and input gradients read it; per-block GEMMs read them in place.
   """
+  return linear_each(layer, [x], parts)[0]
+
+
+def linear_each(layer: nnx.Linear, xs: Sequence[jax.Array], parts: int = 1
+                ) -> list[list[jax.Array]]:
+  """`linear_columns(layer, x, parts)` for each x of xs, GEMMs apart: the GEMMs of xs[1:]
+  read the kernel through `unmerged_weight`. The kernel is cast to the compute dtype once, so
+  the weight gradients of all xs add up in that dtype before XLA all-reduces them (cast per x,
+  they would add up, and be all-reduced, in the parameters' float32)."""
   kernel = layer.kernel[...]
   bias = layer.bias[...] if layer.bias is not None else None
-  x, kernel, bias = nnx.nn.dtypes.promote_dtype((x, kernel, bias), dtype=layer.dtype)
+  _, kernel, bias = nnx.nn.dtypes.promote_dtype((xs[0], kernel, bias), dtype=layer.dtype)
   width = kernel.shape[-1] // parts
   outs = []
-  for i in range(parts):
-    y = jnp.dot(x, kernel[:, i * width:(i + 1) * width], precision=layer.precision)
-    outs.append(y if bias is None else y + bias[i * width:(i + 1) * width])
+  for j, x in enumerate(xs):
+    x = x.astype(kernel.dtype)
+    k = kernel if j == 0 else unmerged_weight(kernel)
+    outs.append([])
+    for i in range(parts):
+      y = jnp.dot(x, k[:, i * width:(i + 1) * width], precision=layer.precision)
+      outs[-1].append(y if bias is None else y + bias[i * width:(i + 1) * width])
   return outs
+
+
+@jax.custom_vjp
+def unmerged_weight(kernel: jax.Array) -> jax.Array:
+  """The kernel, as a value XLA cannot see is the kernel another GEMM reads.
+
+  Why: XLA:GPU merges GEMMs that share an operand into one over their other operands
+  concatenated (its DotMerger). MViT sends a clip's class token and its token grid through a
+  layer apart so that the grid's GEMMs contract over a multiple of 512 tokens (see
+  `mvit.Tokens`); merged, the GEMM runs on a concatenated copy of both and its output is sliced
+  apart again (the paper step compiled for an H200: 4.8 GB more HBM traffic). An optimisation barrier
+  costs nothing at run time. Its gradient is the identity without a barrier, so XLA adds the
+  layer's weight gradients before it all-reduces them (a barrier there: two all-reduces).
+  """
+  return jax.lax.optimization_barrier(kernel)
+
+
+def _unmerged_fwd(kernel):
+  return jax.lax.optimization_barrier(kernel), None
+
+
+def _unmerged_bwd(_, g):
+  return (g,)
+
+
+unmerged_weight.defvjp(_unmerged_fwd, _unmerged_bwd)
 
 
 class Dropout(nnx.Dropout):

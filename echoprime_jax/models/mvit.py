@@ -51,6 +51,15 @@ from flax import nnx
 from echoprime_jax.models import attention, compile_target, cpu_kernels, layers
 
 Grid = tuple[int, int, int]  # (T, H, W) token grid
+# A block's token stream: `(x,)`, x: (B, 1 + N, C) with the class token in front, or, in GPU
+# programs, `(cls, tokens)`: (B, 1, C) and (B, N, C) apart, each linear layer two GEMMs. Why
+# apart: a weight-gradient GEMM contracts over the tokens, and B * (1 + N) is odd, so XLA's
+# split-K GEMMs pad both operands to a multiple of 512-2048 rows (a copy of each); B * N is
+# such a multiple (N = 8 * 56 * 56 and its pooled grids). Also, the last block's grid tokens
+# are dead. The paper step compiled for an H200: 136.4 -> 123.9 GB of HBM traffic, 11.76 ->
+# 11.55 TFLOP. A CPU program keeps one array: XLA:CPU runs two GEMMs (or two LayerNorms) per
+# layer 3-18% slower than one.
+Tokens = tuple[jax.Array, ...]
 
 
 # ----------------------------------------------------------------------------- config
@@ -284,19 +293,53 @@ class Pool(nnx.Module):
     return self.norm(jnp.concatenate([cls, tokens], axis=1)), new_grid
 
 
-def max_pool_skip(x: jax.Array, grid: Grid, stride: Sequence[int]) -> tuple[jax.Array, Grid]:
+def split_tokens(x: jax.Array) -> Tokens:
+  """(B, 1 + N, C) -> the token stream a program of this platform carries (see `Tokens`)."""
+  return (x,) if compile_target.platform() == "cpu" else (x[:, :1], x[:, 1:])
+
+
+def cls_and_grid(x: Tokens) -> tuple[jax.Array, jax.Array]:
+  """A token stream -> (class token (B, 1, C), grid tokens (B, N, C))."""
+  return (x[0][:, :1], x[0][:, 1:]) if len(x) == 1 else x
+
+
+def join_tokens(x: Tokens) -> jax.Array:
+  """A token stream -> (B, 1 + N, C)."""
+  return x[0] if len(x) == 1 else jnp.concatenate(x, axis=1)
+
+
+def tokens_like(x: Tokens, cls: jax.Array, tokens: jax.Array) -> Tokens:
+  """The class token and grid tokens in the representation of `x`."""
+  return (jnp.concatenate([cls, tokens], axis=1),) if len(x) == 1 else (cls, tokens)
+
+
+def max_pool_skip(x: Tokens, grid: Grid, stride: Sequence[int]) -> tuple[Tokens, Grid]:
   """Shortcut pooling: MaxPool3d(kernel s+1 where s>1, stride s, padding k//2); cls passes.
 
-  x: (B, 1 + T*H*W, C).
+  x: (B, 1 + T*H*W, C) as a token stream.
   """
-  b, _, c = x.shape
+  cls, tokens = cls_and_grid(x)
+  b, _, c = tokens.shape
   kernel = [s + 1 if s > 1 else s for s in stride]
   pads = [(k // 2, k // 2) for k in kernel]
-  tokens = x[:, 1:].reshape(b, *grid, c)
-  tokens = jax.lax.reduce_window(tokens, -jnp.inf, jax.lax.max, (1, *kernel, 1),
-                                 (1, *stride, 1), [(0, 0), *pads, (0, 0)])
+  tokens = jax.lax.reduce_window(tokens.reshape(b, *grid, c), -jnp.inf, jax.lax.max,
+                                 (1, *kernel, 1), (1, *stride, 1), [(0, 0), *pads, (0, 0)])
   new_grid = tuple(tokens.shape[1:4])
-  return jnp.concatenate([x[:, :1], tokens.reshape(b, -1, c)], axis=1), new_grid
+  return tokens_like(x, cls, tokens.reshape(b, -1, c)), new_grid
+
+
+def _linear(layer: nnx.Linear, x: Tokens) -> Tokens:
+  """A linear layer on a (cls, grid) stream, the two GEMMs kept apart (`layers.linear_each`)."""
+  grid, cls = layers.linear_each(layer, [x[1], x[0]])
+  return cls[0], grid[0]
+
+
+def drop_path_tokens(drop: layers.Dropout, x: Tokens) -> Tokens:
+  """Stochastic depth of a token stream: one per-sample mask for all of its parts."""
+  if len(x) == 1:
+    return (drop(x[0]),)
+  keep = drop(jnp.ones((x[0].shape[0], 1, 1), jnp.float32))  # (B, 1, 1): 0 or 1 / keep_prob
+  return tuple((t * keep).astype(t.dtype) for t in x)
 
 
 class MultiscaleAttention(nnx.Module):
@@ -340,21 +383,20 @@ class MultiscaleAttention(nnx.Module):
       self.rel_pos_h = nnx.Param(init(rngs.params(), (spatial, self.head_dim), pdtype))
       self.rel_pos_w = nnx.Param(init(rngs.params(), (spatial, self.head_dim), pdtype))
 
-  def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
-    """x: (B, 1 + N, C_in) normalised -> (B, 1 + N', attn_dim), q grid."""
-    b = x.shape[0]
+  def __call__(self, x: Tokens, grid: Grid) -> tuple[Tokens, Grid]:
+    """x: (B, 1 + N, C_in) normalised -> (B, 1 + N', attn_dim), q grid (token streams)."""
+    b = x[0].shape[0]
     heads = lambda t: t.reshape(b, t.shape[1], self.num_heads, self.head_dim)  # (B, N, n, d)
-    if compile_target.platform() == "cpu":
+    if len(x) == 1:
       # One GEMM over every token; XLA:CPU fuses the slices that drop the class token into
       # the pooling convolutions' taps. (Two GEMMs cost 3-14% of a block's time here.)
-      qkv = [heads(t) for t in layers.linear_columns(self.qkv, x, 3)]
+      qkv = [heads(t) for t in layers.linear_columns(self.qkv, x[0], 3)]
       cls_qkv, grid_qkv = [t[:, :1] for t in qkv], [t[:, 1:] for t in qkv]
     else:
-      # The class token and the token grid through the GEMM apart: on a GPU, slicing the class
-      # token off the GEMM's output is a copy of it before cuDNN's convolutions (the paper step
-      # compiled for an H200: 141.1 -> 136.4 GB of HBM traffic).
-      cls_qkv = [heads(t) for t in layers.linear_columns(self.qkv, x[:, :1], 3)]
-      grid_qkv = [heads(t) for t in layers.linear_columns(self.qkv, x[:, 1:], 3)]
+      # The class token and the token grid through the GEMM apart, so cuDNN's convolutions
+      # read the grid's q, k and v where the GEMM wrote them.
+      grid_qkv, cls_qkv = [[heads(t) for t in ts]
+                           for ts in layers.linear_each(self.qkv, [x[1], x[0]], 3)]
 
     def pooled(pool, i):
       if pool is None:
@@ -386,7 +428,8 @@ class MultiscaleAttention(nnx.Module):
       else:
         out = out + jnp.pad(q[:, 1:], ((0, 0), (1, 0), (0, 0), (0, 0)))
     out = out.reshape(b, -1, self.attn_dim)
-    return self.proj_dropout(self.proj(out)), q_grid
+    out = (self.proj(out),) if len(x) == 1 else _linear(self.proj, (out[:, :1], out[:, 1:]))
+    return tuple(map(self.proj_dropout, out)), q_grid
 
 
 class MultiscaleBlock(nnx.Module):
@@ -414,24 +457,29 @@ class MultiscaleBlock(nnx.Module):
                     if spec.input_channels != spec.output_channels else None)
     self.drop_path = layers.drop_path(drop_rate, 3, rngs)
 
-  def __call__(self, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
-    """x: (B, 1 + T*H*W, C_in) -> (B, 1 + T'*H'*W', C_out), new grid."""
-    x = cpu_kernels.materialize_cotangent(x)  # see its docstring: cuts XLA's fused gradient chains
-    x_norm = self.norm1(x)
+  def __call__(self, x: Tokens, grid: Grid) -> tuple[Tokens, Grid]:
+    """x: (B, 1 + T*H*W, C_in) -> (B, 1 + T'*H'*W', C_out), new grid (token streams)."""
+    each = lambda f, *xs: tuple(map(f, *xs))  # a per-token layer on every part of the stream
+    linear = lambda layer, x: (layer(x[0]),) if len(x) == 1 else _linear(layer, x)
+    # see its docstring: cuts XLA's fused gradient chains
+    x = each(cpu_kernels.materialize_cotangent, x)
+    x_norm = each(self.norm1, x)
     x_attn, new_grid = self.attn(x_norm, grid)
     if self.project is not None and self.proj_after_attn:
-      x = self.project(x_norm)  # channel change on the *normalised* input
+      x = linear(self.project, x_norm)  # channel change on the *normalised* input
     if _prod(self.stride_q) > 1:
       x, _ = max_pool_skip(x, grid, self.stride_q)
-    x = cpu_kernels.materialize_cotangent(x + self.drop_path(x_attn))
-    x_norm = self.norm2(x)
+    x = each(lambda a, b: cpu_kernels.materialize_cotangent(a + b), x,
+             drop_path_tokens(self.drop_path, x_attn))
+    x_norm = each(self.norm2, x)
     if self.project is not None and not self.proj_after_attn:
-      x = self.project(x_norm)
-    mlp = self.mlp_dropout(self.mlp_out(self.mlp_dropout(layers.gelu(self.mlp_in(x_norm)))))
-    return x + self.drop_path(mlp), new_grid
+      x = linear(self.project, x_norm)
+    hidden = each(lambda t: self.mlp_dropout(layers.gelu(t)), linear(self.mlp_in, x_norm))
+    mlp = each(self.mlp_dropout, linear(self.mlp_out, hidden))
+    return each(jnp.add, x, drop_path_tokens(self.drop_path, mlp)), new_grid
 
 
-def _rematerialised(block: MultiscaleBlock, x: jax.Array, grid: Grid) -> tuple[jax.Array, Grid]:
+def _rematerialised(block: MultiscaleBlock, x: Tokens, grid: Grid) -> tuple[Tokens, Grid]:
   """block(x, grid) keeping only its input for the backward pass (`nnx.remat`: RNG state in
   and out, so dropout draws the same masks when recomputed). The new grid is static shape
   arithmetic, not an array: it is read out of the traced call."""
@@ -487,11 +535,11 @@ class MViT(nnx.Module):
     if not self.config.rel_pos:
       pos = (self.temporal_pos[...][:, None, :] + self.spatial_pos[...][None]).reshape(-1, c)
       x = x + jnp.concatenate([self.class_pos[...][None], pos], 0).astype(x.dtype)
-    grid = (t, h, w)
+    grid, x = (t, h, w), split_tokens(x)
     for i, block in enumerate(self.blocks):
       with jax.named_scope(f"mvit_block{i}"):  # names each block in the compiled program
         x, grid = (_rematerialised(block, x, grid) if self.config.remat else block(x, grid))
-    return self.norm(x)[:, 0]
+    return self.norm(cls_and_grid(x)[0])[:, 0]
 
   def __call__(self, video: jax.Array) -> jax.Array:
     """video: (B, T, H, W, 3) normalised float -> (B, num_outputs) (or (B, C_last) headless)."""

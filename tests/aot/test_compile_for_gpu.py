@@ -274,3 +274,55 @@ def test_strided_pooling_conv_gradient_reads_no_dilated_copy_on_gpu(conv, passes
   assert run.returncode == 0, run.stderr[-3000:]
   low, high = passes
   assert low <= float(run.stdout.split()[-1]) <= high
+
+
+_TOKENS_LINEAR_ON_H200 = """
+from echoprime_jax.aot import toolchain
+toolchain.prepare()
+import re, sys
+import jax, jax.numpy as jnp
+from flax import nnx
+from jax.experimental import topologies
+from echoprime_jax.aot import targets
+from echoprime_jax.models import layers
+topology = topologies.get_topology_desc(
+    platform="cuda", target_config=targets.TARGETS["h200"].config_text(), topology="1x1x1")
+on_gpu = jax.sharding.SingleDeviceSharding(topology.devices[0])
+layer = nnx.Linear(96, 384, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+graphdef, _ = nnx.split(layer)
+apply = {  # -> the outputs of the class token and of the grid tokens
+    "apart": lambda m, cls, grid: [o[0] for o in layers.linear_each(m, [grid, cls])],
+    "two_calls": lambda m, cls, grid: [m(grid), m(cls)],
+    "joined": lambda m, cls, grid: [m(jnp.concatenate([cls, grid], axis=1))],
+}[sys.argv[1]]
+
+def loss(state, cls, grid):
+  outs = apply(nnx.merge(graphdef, state), cls, grid)
+  return sum(jnp.sum(jnp.square(o.astype(jnp.float32))) for o in outs)
+
+state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_gpu),
+                     nnx.state(layer))
+cls, grid = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=on_gpu)
+             for s in [(16, 1, 96), (16, 25088, 96)]]  # MViT-S block 0, 16 clips
+hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(state, cls, grid).compile().as_text()
+entry = hlo[hlo.index("\\nENTRY"):]
+joined = len(re.findall(r"\\[(?:401424|16,25089),", entry))  # a buffer of all 16 x 25089 tokens
+pads = len(re.findall(r"= bf16\\[\\d+,\\d+\\]\\S* fusion\\([^\\n]*calls=%fused_pad", entry))
+print(joined, pads)
+"""
+
+
+@pytest.mark.parametrize("form,joined,pads", [("apart", 0, 0), ("two_calls", 1, 0),
+                                              ("joined", 1, 1)])
+def test_class_token_and_grid_gemms_stay_apart_on_gpu(form, joined, pads):
+  """MViT's GPU program sends the class token and the token grid through each linear layer
+  apart (`mvit.Tokens`, `layers.linear_each`): no buffer of all 16 x 25089 tokens, no split-K
+  pad of the weight gradient's operands. Two plain calls of the layer get merged by XLA into
+  one GEMM over a concatenated copy; one GEMM over the joined tokens gets its operands padded.
+  (joined / pads: 1 = at least one.)"""
+  run = subprocess.run([sys.executable, "-c", _TOKENS_LINEAR_ON_H200, form], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+  assert run.returncode == 0, run.stderr[-3000:]
+  found = [int(v) for v in run.stdout.split()[-2:]]
+  assert [min(v, 1) for v in found] == [joined, pads], found

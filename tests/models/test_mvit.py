@@ -49,8 +49,10 @@ def test_tiny_matches_torchvision(variant, attention, platform):
   assert np.abs(out[0] - out[1]).max() > 1e-2
 
 
-def test_every_block_matches_torchvision():
-  """Per-block comparison (the debugging aid the issue asks for), on the tiny v2 config."""
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_every_block_matches_torchvision(platform):
+  """Per-block comparison (the debugging aid the issue asks for), on the tiny v2 config, in
+  the token stream of each platform's program (GPU: class token and grid apart)."""
   cfg = mvit.mvit_tiny()
   torch_model, model = _pair(cfg)
   video = tr.video_input((1, cfg.num_frames, *cfg.image_size, 3), seed=2)
@@ -66,15 +68,36 @@ def test_every_block_matches_torchvision():
     x = m.conv_proj(v)
     b, t, h, w, c = x.shape
     x = jnp.concatenate([jnp.broadcast_to(m.class_token[...], (b, 1, c)), x.reshape(b, -1, c)], 1)
-    grid, outs = (t, h, w), []
+    grid, outs, x = (t, h, w), [], mvit.split_tokens(x)
+    assert len(x) == (1 if platform == "cpu" else 2)
     for block in m.blocks:
       x, grid = block(x, grid)
-      outs.append(x)
+      outs.append(mvit.join_tokens(x))
     return outs
 
-  for i, x in enumerate(jit_apply(model, video, fn=all_blocks)):
+  with compile_target.compiling_for(platform):
+    outs = jit_apply(model, video, fn=all_blocks)
+  for i, x in enumerate(outs):
     np.testing.assert_allclose(np.asarray(x), captured[i], atol=1e-4, rtol=0,
                                err_msg=f"block {i}")
+
+
+def test_stochastic_depth_drops_the_same_samples_in_both_token_streams():
+  """Training mode: a GPU program (class token and grid apart) draws one per-sample mask for
+  both parts, the same mask a CPU program draws for the joined stream (same key, same shape),
+  so the two programs give the same numbers; and some samples really are dropped."""
+  cfg = mvit.mvit_tiny(stochastic_depth=0.9, attention="xla")
+  video = tr.video_input((6, cfg.num_frames, *cfg.image_size, 3), seed=4)
+  outs = {}
+  for platform in ("cpu", "gpu", "eval"):
+    model = mvit.MViT(cfg, rngs=nnx.Rngs(params=0, dropout=7))
+    model.eval() if platform == "eval" else model.train()
+    with compile_target.compiling_for("cpu" if platform == "eval" else platform):
+      outs[platform] = np.asarray(jit_apply(model, video, fn=lambda m, v: m.features(v)))
+  np.testing.assert_allclose(outs["gpu"], outs["cpu"], atol=1e-5, rtol=0)
+  # a dropped residual branch changes that clip's features: the masks did something
+  changed = np.abs(outs["cpu"] - outs["eval"]).max(axis=-1) > 1e-3
+  assert changed.any()
 
 
 def test_resize_table_matches_torch_interpolate():
