@@ -55,10 +55,9 @@ Grid = tuple[int, int, int]  # (T, H, W) token grid
 # programs, `(cls, tokens)`: (B, 1, C) and (B, N, C) apart, each linear layer two GEMMs. Why
 # apart: a weight-gradient GEMM contracts over the tokens, and B * (1 + N) is odd, so XLA's
 # split-K GEMMs pad both operands to a multiple of 512-2048 rows (a copy of each); B * N is
-# such a multiple (N = 8 * 56 * 56 and its pooled grids). Also, the last block's grid tokens
-# are dead. The paper step compiled for an H200: 136.4 -> 123.9 GB of HBM traffic, 11.76 ->
-# 11.55 TFLOP. A CPU program keeps one array: XLA:CPU runs two GEMMs (or two LayerNorms) per
-# layer 3-18% slower than one.
+# such a multiple (N = 8 * 56 * 56 and its pooled grids). The paper step compiled for an
+# H200: 136.4 -> ~124 GB of HBM traffic. A CPU program keeps one array: XLA:CPU runs two GEMMs
+# (or two LayerNorms) per layer 3-18% slower than one.
 Tokens = tuple[jax.Array, ...]
 
 
@@ -537,6 +536,11 @@ class MViT(nnx.Module):
       x = x + jnp.concatenate([self.class_pos[...][None], pos], 0).astype(x.dtype)
     grid, x = (t, h, w), split_tokens(x)
     for i, block in enumerate(self.blocks):
+      if i == len(self.blocks) - 1:
+        # The last block on the joined stream: apart, its grid tokens are dead (only the class
+        # token is read), and XLA:GPU then fails to tile a GEMM of its backward pass under FSDP
+        # ("Couldn't find output tile sizes", the paper step on 8 H100s, jax 0.10.2).
+        x = (join_tokens(x),)
       with jax.named_scope(f"mvit_block{i}"):  # names each block in the compiled program
         x, grid = (_rematerialised(block, x, grid) if self.config.remat else block(x, grid))
     return self.norm(cls_and_grid(x)[0])[:, 0]
