@@ -206,9 +206,10 @@ def unmerged_weight(kernel: jax.Array) -> jax.Array:
   concatenated (its DotMerger). MViT sends a clip's class token and its token grid through a
   layer apart so that the grid's GEMMs contract over a multiple of 512 tokens (see
   `mvit.Tokens`); merged, the GEMM runs on a concatenated copy of both and its output is sliced
-  apart again (the paper step compiled for an H200: 4.8 GB more HBM traffic). An optimisation barrier
-  costs nothing at run time. Its gradient is the identity without a barrier, so XLA adds the
-  layer's weight gradients before it all-reduces them (a barrier there: two all-reduces).
+  apart again (the paper step compiled for an H200: 4.8 GB more HBM traffic). An optimisation
+  barrier costs nothing at run time. Its gradient is the identity without a barrier, so XLA
+  adds the layer's weight gradients before it all-reduces them (a barrier there: two
+  all-reduces).
   """
   return jax.lax.optimization_barrier(kernel)
 

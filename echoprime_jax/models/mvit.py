@@ -328,7 +328,10 @@ def max_pool_skip(x: Tokens, grid: Grid, stride: Sequence[int]) -> tuple[Tokens,
 
 
 def _linear(layer: nnx.Linear, x: Tokens) -> Tokens:
-  """A linear layer on a (cls, grid) stream, the two GEMMs kept apart (`layers.linear_each`)."""
+  """A linear layer on a token stream; on a (cls, grid) stream two GEMMs kept apart
+  (`layers.linear_each`, the grid's first)."""
+  if len(x) == 1:
+    return (layer(x[0]),)
   grid, cls = layers.linear_each(layer, [x[1], x[0]])
   return cls[0], grid[0]
 
@@ -427,7 +430,7 @@ class MultiscaleAttention(nnx.Module):
       else:
         out = out + jnp.pad(q[:, 1:], ((0, 0), (1, 0), (0, 0), (0, 0)))
     out = out.reshape(b, -1, self.attn_dim)
-    out = (self.proj(out),) if len(x) == 1 else _linear(self.proj, (out[:, :1], out[:, 1:]))
+    out = _linear(self.proj, (out,) if len(x) == 1 else (out[:, :1], out[:, 1:]))
     return tuple(map(self.proj_dropout, out)), q_grid
 
 
@@ -459,22 +462,21 @@ class MultiscaleBlock(nnx.Module):
   def __call__(self, x: Tokens, grid: Grid) -> tuple[Tokens, Grid]:
     """x: (B, 1 + T*H*W, C_in) -> (B, 1 + T'*H'*W', C_out), new grid (token streams)."""
     each = lambda f, *xs: tuple(map(f, *xs))  # a per-token layer on every part of the stream
-    linear = lambda layer, x: (layer(x[0]),) if len(x) == 1 else _linear(layer, x)
     # see its docstring: cuts XLA's fused gradient chains
     x = each(cpu_kernels.materialize_cotangent, x)
     x_norm = each(self.norm1, x)
     x_attn, new_grid = self.attn(x_norm, grid)
     if self.project is not None and self.proj_after_attn:
-      x = linear(self.project, x_norm)  # channel change on the *normalised* input
+      x = _linear(self.project, x_norm)  # channel change on the *normalised* input
     if _prod(self.stride_q) > 1:
       x, _ = max_pool_skip(x, grid, self.stride_q)
     x = each(lambda a, b: cpu_kernels.materialize_cotangent(a + b), x,
              drop_path_tokens(self.drop_path, x_attn))
     x_norm = each(self.norm2, x)
     if self.project is not None and not self.proj_after_attn:
-      x = linear(self.project, x_norm)
-    hidden = each(lambda t: self.mlp_dropout(layers.gelu(t)), linear(self.mlp_in, x_norm))
-    mlp = each(self.mlp_dropout, linear(self.mlp_out, hidden))
+      x = _linear(self.project, x_norm)
+    hidden = each(lambda t: self.mlp_dropout(layers.gelu(t)), _linear(self.mlp_in, x_norm))
+    mlp = each(self.mlp_dropout, _linear(self.mlp_out, hidden))
     return each(jnp.add, x, drop_path_tokens(self.drop_path, mlp)), new_grid
 
 
