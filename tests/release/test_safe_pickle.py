@@ -30,7 +30,14 @@ def test_released_kinds_of_values_round_trip(tmp_path, protocol):
             "n": np.int64(7), "c": 1 + 2j, "r": range(3), "bytes": b"\x00\x01"}
   for value in (reports, labels, sections, arrays):
     back = safe_pickle.load(_dump(tmp_path, value, protocol))
-    assert repr(back) == repr(value)
+    # a set's repr follows its hash table, which string hashing (PYTHONHASHSEED) can reorder
+    # between the pickled set and the rebuilt one: sets compare by value, the rest by repr
+    sets = [k for k, v in value.items() if isinstance(v, (set, frozenset))] \
+        if isinstance(value, dict) else []
+    for k in sets:
+      assert type(back[k]) is type(value[k]) and back[k] == value[k]
+    strip = lambda d: {k: v for k, v in d.items() if k not in sets} if sets else d
+    assert repr(strip(back)) == repr(strip(value))
 
 
 def test_pandas_basics_round_trip(tmp_path):
